@@ -1,0 +1,182 @@
+//! The synchronous `Backend` trait, the choice between ONNX Runtime and tract,
+//! and opening a model file with the chosen one.
+
+mod onnxruntime;
+mod tract;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use fovea_core::Tensor;
+
+pub use self::onnxruntime::{OrtBackend, ort_library_path, ort_runtime_status};
+pub use self::tract::TractBackend;
+use crate::error::BackendError;
+
+/// Runs one model on batches of f32 tensors. Owned by one inference thread,
+/// hence `&mut self` and `Send` but not `Sync`.
+pub trait Backend: Send {
+    /// `"onnxruntime"` or `"tract"`.
+    fn name(&self) -> &'static str;
+    /// Runs `input` ([n, ...item]) and returns the model's single output ([n, ...]).
+    fn run(&mut self, input: &Tensor) -> Result<Tensor, BackendError>;
+    /// The model's input and output as the backend sees them.
+    fn signature(&self) -> &Signature;
+}
+
+/// A model's single input and output: names and shapes, `None` where a
+/// dimension is dynamic (the batch dimension, normally).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// Name of the graph input.
+    pub input_name: String,
+    /// Full input shape including the batch dimension.
+    pub input_shape: Vec<Option<usize>>,
+    /// Name of the graph output.
+    pub output_name: String,
+    /// Full output shape including the batch dimension.
+    pub output_shape: Vec<Option<usize>>,
+}
+
+impl Signature {
+    /// The input shape without the batch dimension, if every dimension is known.
+    pub fn input_item_shape(&self) -> Option<Vec<usize>> {
+        self.input_shape.get(1..)?.iter().copied().collect()
+    }
+
+    /// Number of classes: the last output dimension, when known and the output is [n, classes].
+    pub fn num_classes(&self) -> Option<usize> {
+        match self.output_shape[..] {
+            [_, classes] => classes,
+            _ => None,
+        }
+    }
+}
+
+/// Which inference library runs the models.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum BackendChoice {
+    /// ONNX Runtime when its library can be loaded, otherwise tract.
+    #[default]
+    Auto,
+    /// ONNX Runtime (the fast CPU path); fails when the library is missing.
+    Ort,
+    /// tract, pure Rust, always available.
+    Tract,
+}
+
+impl BackendChoice {
+    /// The accepted spellings, for CLI help.
+    pub const NAMES: [&'static str; 3] = ["auto", "ort", "tract"];
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Ort => "ort",
+            BackendChoice::Tract => "tract",
+        })
+    }
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendChoice::Auto),
+            "ort" | "onnxruntime" => Ok(BackendChoice::Ort),
+            "tract" => Ok(BackendChoice::Tract),
+            other => Err(format!(
+                "unknown backend `{other}`; expected one of auto, ort, tract"
+            )),
+        }
+    }
+}
+
+/// Knobs that change how a backend uses the CPU, beyond the thread count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendTuning {
+    /// Let ONNX Runtime's intra-op threads spin while waiting for work. Off by
+    /// default: spinning threads steal the core that decoding needs on a busy
+    /// two-core machine (NOTES.md). tract ignores it.
+    pub intra_op_spinning: bool,
+}
+
+/// Resolves `Auto` to the backend that will actually be used, logging why.
+pub fn resolve_choice(choice: BackendChoice) -> BackendChoice {
+    match choice {
+        BackendChoice::Auto => match ort_runtime_status() {
+            Ok(path) => {
+                tracing::info!(library = %path.display(), "using ONNX Runtime");
+                BackendChoice::Ort
+            }
+            Err(reason) => {
+                tracing::info!("ONNX Runtime not found: {reason}; falling back to tract");
+                BackendChoice::Tract
+            }
+        },
+        other => other,
+    }
+}
+
+/// The name `open_backend` will report for `choice` (after resolving `Auto`).
+pub fn backend_name(choice: BackendChoice) -> &'static str {
+    match resolve_choice(choice) {
+        BackendChoice::Tract => TractBackend::NAME,
+        _ => OrtBackend::NAME,
+    }
+}
+
+/// Opens `model_path` with the chosen backend and `threads` intra-op threads,
+/// with default tuning (no spinning).
+pub fn open_backend(
+    choice: BackendChoice,
+    model_path: &Path,
+    threads: usize,
+) -> Result<Box<dyn Backend>, BackendError> {
+    open_backend_tuned(choice, model_path, threads, BackendTuning::default())
+}
+
+/// `open_backend` with explicit tuning.
+pub fn open_backend_tuned(
+    choice: BackendChoice,
+    model_path: &Path,
+    threads: usize,
+    tuning: BackendTuning,
+) -> Result<Box<dyn Backend>, BackendError> {
+    let threads = threads.max(1);
+    match resolve_choice(choice) {
+        BackendChoice::Tract => Ok(Box::new(TractBackend::open(model_path, threads)?)),
+        _ => Ok(Box::new(OrtBackend::open(model_path, threads, tuning)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_choice_round_trips_through_its_name() {
+        for name in BackendChoice::NAMES {
+            let choice: BackendChoice = name.parse().unwrap();
+            assert_eq!(choice.to_string(), name);
+        }
+        assert_eq!("ONNXRuntime".parse(), Ok(BackendChoice::Ort));
+        assert!("cuda".parse::<BackendChoice>().is_err());
+    }
+
+    #[test]
+    fn num_classes_comes_from_a_two_dimensional_output() {
+        let signature = Signature {
+            input_name: "input".into(),
+            input_shape: vec![None, Some(3), Some(32), Some(32)],
+            output_name: "logits".into(),
+            output_shape: vec![None, Some(10)],
+        };
+        assert_eq!(signature.num_classes(), Some(10));
+        assert_eq!(signature.input_item_shape(), Some(vec![3, 32, 32]));
+    }
+}

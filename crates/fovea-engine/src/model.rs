@@ -1,0 +1,298 @@
+//! One loaded model version: its inference thread (open, check against the
+//! config, warm up, then serve the batcher) and the `ModelHandle` callers use.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use fovea_core::{Labels, ModelConfig, Tensor};
+use tokio::sync::oneshot;
+
+use crate::backend::{BackendChoice, BackendTuning, Signature, open_backend_tuned};
+use crate::batcher::{self, BatchStats, Batcher};
+use crate::error::EngineError;
+
+/// Everything needed to load one model version.
+#[derive(Debug, Clone)]
+pub(crate) struct VersionSpec {
+    pub name: String,
+    pub version: u64,
+    pub model_path: PathBuf,
+    /// The config file, for error messages; `None` for a single file served with a given config.
+    pub config_path: Option<PathBuf>,
+    pub config: ModelConfig,
+    pub labels: Labels,
+    pub choice: BackendChoice,
+    pub threads: usize,
+    pub tuning: BackendTuning,
+}
+
+/// A loaded, warmed-up version and its inference thread.
+pub(crate) struct LoadedVersion {
+    pub handle: ModelHandle,
+    pub thread: JoinHandle<()>,
+}
+
+/// A served model version. Cheap to clone; requests go through its batcher.
+#[derive(Clone)]
+pub struct ModelHandle(Arc<VersionInner>);
+
+struct VersionInner {
+    name: String,
+    version: u64,
+    config: ModelConfig,
+    labels: Labels,
+    num_classes: usize,
+    backend: &'static str,
+    batcher: Batcher,
+}
+
+impl std::fmt::Debug for ModelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelHandle")
+            .field("name", &self.0.name)
+            .field("version", &self.0.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelHandle {
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The version number.
+    pub fn version(&self) -> u64 {
+        self.0.version
+    }
+
+    /// The model's configuration (input and output names as the model has them).
+    pub fn config(&self) -> &ModelConfig {
+        &self.0.config
+    }
+
+    /// The class names.
+    pub fn labels(&self) -> &Labels {
+        &self.0.labels
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.0.num_classes
+    }
+
+    /// The backend running this version (`"onnxruntime"` or `"tract"`).
+    pub fn backend_name(&self) -> &'static str {
+        self.0.backend
+    }
+
+    /// What the batcher has done so far.
+    pub fn stats(&self) -> BatchStats {
+        self.0.batcher.stats()
+    }
+
+    /// Checks that `input` is [n, ...config.input.shape] with n ≥ 1.
+    pub fn validate_input(&self, input: &Tensor) -> Result<(), EngineError> {
+        let expected = &self.0.config.input.shape;
+        let shape = input.shape();
+        if shape.len() != expected.len() + 1 || shape[1..] != expected[..] || shape[0] == 0 {
+            return Err(EngineError::InvalidInput(format!(
+                "model `{}` takes [n, {}] with n ≥ 1; got {shape:?}",
+                self.0.name,
+                expected
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// input: [n, ...config.input.shape]; returns the output [n, classes].
+    /// Goes through the model's dynamic batcher; refuses at once when the
+    /// queue is full and gives up at `deadline`.
+    pub async fn infer(&self, input: Tensor, deadline: Instant) -> Result<Tensor, EngineError> {
+        self.validate_input(&input)?;
+        let batcher = &self.0.batcher;
+        let reply = batcher.submit(input, deadline)?;
+        match tokio::time::timeout_at(deadline.into(), reply).await {
+            Ok(Ok(answer)) => answer,
+            // The thread exited without answering: the version was unloaded.
+            Ok(Err(_)) => Err(batcher.unloading()),
+            Err(_) => {
+                batcher.count_deadline();
+                Err(EngineError::DeadlineExceeded)
+            }
+        }
+    }
+
+    /// Stops taking requests; queued ones are still answered.
+    pub(crate) fn close(&self) {
+        self.0.batcher.close();
+    }
+}
+
+/// Loads `spec` on its own inference thread: opens the backend, checks it
+/// against the config, warms it up at batch 1 and at the maximum batch size,
+/// and only then returns the handle. Errors name the file at fault.
+pub(crate) async fn load_version(spec: VersionSpec) -> Result<LoadedVersion, String> {
+    let capacity = spec.config.batching.queue_capacity;
+    let (batcher, worker) = batcher::channel(&spec.name, spec.version, capacity);
+    let (ready_tx, ready_rx) =
+        oneshot::channel::<Result<(ModelConfig, usize, &'static str), String>>();
+    let thread_spec = spec.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("fovea-{}-v{}", spec.name, spec.version))
+        .spawn(move || {
+            let spec = thread_spec;
+            let prepared =
+                open_backend_tuned(spec.choice, &spec.model_path, spec.threads, spec.tuning)
+                    .map_err(|e| e.to_string())
+                    .and_then(|backend| {
+                        let (config, classes) = check_signature(&spec, backend.signature())?;
+                        Ok((backend, config, classes))
+                    });
+            let (mut backend, config, classes) = match prepared {
+                Ok(prepared) => prepared,
+                Err(reason) => {
+                    let _ = ready_tx.send(Err(reason));
+                    return;
+                }
+            };
+            let max = config.batching.max_batch_size;
+            for batch in [1, max] {
+                let mut shape = vec![batch];
+                shape.extend(&config.input.shape);
+                if let Err(e) = backend.run(&Tensor::zeros(shape)) {
+                    let _ = ready_tx.send(Err(format!(
+                        "{}: warm-up at batch {batch} failed: {e}",
+                        spec.model_path.display()
+                    )));
+                    return;
+                }
+            }
+            let batching = config.batching.clone();
+            if ready_tx.send(Ok((config, classes, backend.name()))).is_ok() {
+                worker.run(backend.as_mut(), &batching);
+            }
+        })
+        .map_err(|e| format!("cannot start an inference thread: {e}"))?;
+    let (config, num_classes, backend) = match ready_rx.await {
+        Ok(Ok(ready)) => ready,
+        Ok(Err(reason)) => return Err(reason),
+        Err(_) => {
+            return Err(format!(
+                "{}: the loader thread died",
+                spec.model_path.display()
+            ));
+        }
+    };
+    tracing::info!(model = %spec.name, version = spec.version, backend, "model version available");
+    let handle = ModelHandle(Arc::new(VersionInner {
+        name: spec.name,
+        version: spec.version,
+        config,
+        labels: spec.labels,
+        num_classes,
+        backend,
+        batcher,
+    }));
+    Ok(LoadedVersion { handle, thread })
+}
+
+/// Checks the model against its config where the backend can tell, and
+/// returns the config to serve with and the number of classes. For a single
+/// file served without a config file the model's own input/output names win.
+fn check_signature(
+    spec: &VersionSpec,
+    signature: &Signature,
+) -> Result<(ModelConfig, usize), String> {
+    let model = spec.model_path.display();
+    let source = spec
+        .config_path
+        .as_ref()
+        .map_or("the configuration".to_string(), |p| p.display().to_string());
+    let mut config = spec.config.clone();
+    let show = |dims: &[Option<usize>]| {
+        let dims: Vec<String> = dims
+            .iter()
+            .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+            .collect();
+        format!("[{}]", dims.join(", "))
+    };
+
+    for (what, field, ours, theirs) in [
+        (
+            "input",
+            "input.name",
+            &mut config.input.name,
+            &signature.input_name,
+        ),
+        (
+            "output",
+            "output.name",
+            &mut config.output.name,
+            &signature.output_name,
+        ),
+    ] {
+        if ours != theirs {
+            if spec.config_path.is_some() {
+                return Err(format!(
+                    "{model}: the model's {what} is `{theirs}` but {source} says {field} = `{ours}`"
+                ));
+            }
+            *ours = theirs.clone();
+        }
+    }
+
+    let expected = &config.input.shape;
+    let actual = &signature.input_shape;
+    let agrees = actual.len() == expected.len() + 1
+        && actual[1..]
+            .iter()
+            .zip(expected)
+            .all(|(a, e)| a.is_none_or(|a| a == *e));
+    if !agrees {
+        return Err(format!(
+            "{model}: the model's input `{}` has shape {} but {source} says input.shape = {:?} (plus the batch dimension)",
+            signature.input_name,
+            show(actual),
+            expected
+        ));
+    }
+
+    if signature.output_shape.len() != 2 {
+        return Err(format!(
+            "{model}: fovea classifies [batch, classes] outputs; `{}` has shape {}",
+            signature.output_name,
+            show(&signature.output_shape)
+        ));
+    }
+    let from_labels = (!spec.labels.is_empty()).then(|| spec.labels.len());
+    let classes = signature
+        .num_classes()
+        .or(config.output.classes)
+        .or(from_labels)
+        .ok_or_else(|| {
+            format!("{model}: the number of classes is unknown: give output.classes or a labels file in {source}")
+        })?;
+    if let Some(declared) = config.output.classes.filter(|c| *c != classes) {
+        return Err(format!(
+            "{model}: the model outputs {classes} classes but {source} says output.classes = {declared}"
+        ));
+    }
+    if let Some(labelled) = from_labels.filter(|n| *n != classes) {
+        let labels = config
+            .output
+            .labels
+            .as_ref()
+            .map_or("the labels".to_string(), |p| p.display().to_string());
+        return Err(format!(
+            "{model}: the model outputs {classes} classes but {labels} has {labelled} labels"
+        ));
+    }
+    Ok((config, classes))
+}
