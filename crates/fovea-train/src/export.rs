@@ -1,0 +1,419 @@
+//! Export of a trained network as an ONNX graph (BatchNorm folded into the
+//! convolutions, inference mode) and as a fovea model-repository entry:
+//! `<repo>/<name>/<version>/model.onnx`, `<repo>/<name>/config.toml`,
+//! `<repo>/<name>/labels.txt`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use fovea_core::{ModelConfig, OutputConfig, PreprocessConfig, Resize};
+use prost::Message;
+
+use crate::error::{Result, TrainError};
+use crate::model::ResNet;
+use crate::onnx::{
+    AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    ValueInfoProto,
+};
+
+/// ONNX operator set the graph targets.
+pub const OPSET: i64 = 17;
+/// Name of the graph input, `[N, 3, H, W]`.
+pub const INPUT: &str = "input";
+/// Name of the graph output, `[N, classes]`.
+pub const OUTPUT: &str = "logits";
+
+fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| TrainError::Export(format!("reading weights: {e:?}")))
+}
+
+/// A convolution with its BatchNorm folded in: `W' = W·s`, `b' = β - μ·s`
+/// with `s = γ / sqrt(σ² + ε)`, exactly the inference-mode composition.
+pub struct FoldedConv {
+    /// `[out, in, k, k]`.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub shape: [usize; 4],
+    pub stride: usize,
+    pub pad: usize,
+}
+
+/// Folds `bn` into `conv`.
+pub fn fold(conv: &Conv2d, bn: &BatchNorm) -> Result<FoldedConv> {
+    let shape = conv.weight.dims();
+    let mut weight = values(conv.weight.val())?;
+    let gamma = values(bn.gamma.val())?;
+    let beta = values(bn.beta.val())?;
+    let mean = values(bn.running_mean.value())?;
+    let var = values(bn.running_var.value())?;
+    let per_out = weight.len() / shape[0];
+    let mut bias = Vec::with_capacity(shape[0]);
+    for o in 0..shape[0] {
+        let scale = f64::from(gamma[o]) / (f64::from(var[o]) + bn.epsilon).sqrt();
+        for w in &mut weight[o * per_out..(o + 1) * per_out] {
+            *w = (f64::from(*w) * scale) as f32;
+        }
+        bias.push((f64::from(beta[o]) - f64::from(mean[o]) * scale) as f32);
+    }
+    let pad = match conv.padding {
+        burn::nn::PaddingConfig2d::Explicit(top, ..) => top,
+        _ => 0,
+    };
+    Ok(FoldedConv {
+        weight,
+        bias,
+        shape,
+        stride: conv.stride[0],
+        pad,
+    })
+}
+
+/// Per-tensor activation scales for an int8 QDQ graph, keyed by the name of
+/// the tensor entering each convolution (see [`conv_inputs`]).
+pub type ActivationScales = HashMap<String, f32>;
+
+/// Builds the graph node by node; names follow torchvision's parameters.
+struct Builder<'a> {
+    graph: GraphProto,
+    quant: Option<&'a ActivationScales>,
+}
+
+impl Builder<'_> {
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+    ) -> String {
+        let output = format!("{name}.out");
+        self.graph.node.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.clone()],
+            name: name.into(),
+            op_type: op.into(),
+            attribute: attributes,
+            domain: String::new(),
+        });
+        output
+    }
+
+    fn conv(&mut self, name: &str, input: &str, c: &FoldedConv) -> Result<String> {
+        let [_, _, k, _] = c.shape;
+        let weight_name = format!("{name}.weight");
+        let bias_name = format!("{name}.bias");
+        self.graph
+            .initializer
+            .push(TensorProto::float(&bias_name, &c.shape[..1], &c.bias));
+        let (input, weight) = match self.quant {
+            None => {
+                self.graph
+                    .initializer
+                    .push(TensorProto::float(&weight_name, &c.shape, &c.weight));
+                (input.to_string(), weight_name)
+            }
+            Some(scales) => {
+                let scale = scales.get(input).copied().ok_or_else(|| {
+                    TrainError::Export(format!("no calibrated scale for `{input}`"))
+                })?;
+                (
+                    self.qdq_activation(name, input, scale),
+                    self.qdq_weight(name, c),
+                )
+            }
+        };
+        let attributes = vec![
+            AttributeProto::ints("kernel_shape", &[k as i64, k as i64]),
+            AttributeProto::ints("strides", &[c.stride as i64; 2]),
+            AttributeProto::ints("pads", &[c.pad as i64; 4]),
+        ];
+        Ok(self.node("Conv", name, &[&input, &weight, &bias_name], attributes))
+    }
+
+    /// QuantizeLinear → DequantizeLinear of an activation (uint8 when it is
+    /// non-negative after ReLU, which every conv input but the image is).
+    fn qdq_activation(&mut self, name: &str, input: &str, scale: f32) -> String {
+        let scale_name = format!("{name}.input_scale");
+        let zero_name = format!("{name}.input_zero_point");
+        let image = input == INPUT;
+        self.graph
+            .initializer
+            .push(TensorProto::float(&scale_name, &[], &[scale]));
+        if image {
+            self.graph
+                .initializer
+                .push(TensorProto::int8(&zero_name, &[], &[0]));
+        } else {
+            self.graph
+                .initializer
+                .push(TensorProto::uint8(&zero_name, &[], &[0]));
+        }
+        let q = self.node(
+            "QuantizeLinear",
+            &format!("{name}.input_quantize"),
+            &[input, &scale_name, &zero_name],
+            vec![],
+        );
+        self.node(
+            "DequantizeLinear",
+            &format!("{name}.input_dequantize"),
+            &[&q, &scale_name, &zero_name],
+            vec![],
+        )
+    }
+
+    /// Per-output-channel symmetric int8 weights and their DequantizeLinear.
+    fn qdq_weight(&mut self, name: &str, c: &FoldedConv) -> String {
+        let per_out = c.weight.len() / c.shape[0];
+        let mut scales = Vec::with_capacity(c.shape[0]);
+        let mut q = Vec::with_capacity(c.weight.len());
+        for row in c.weight.chunks(per_out) {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            scales.push(scale);
+            q.extend(
+                row.iter()
+                    .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8),
+            );
+        }
+        let weight_name = format!("{name}.weight_quantized");
+        let scale_name = format!("{name}.weight_scale");
+        let zero_name = format!("{name}.weight_zero_point");
+        self.graph
+            .initializer
+            .push(TensorProto::int8(&weight_name, &c.shape, &q));
+        self.graph
+            .initializer
+            .push(TensorProto::float(&scale_name, &[c.shape[0]], &scales));
+        self.graph.initializer.push(TensorProto::int8(
+            &zero_name,
+            &[c.shape[0]],
+            &vec![0; c.shape[0]],
+        ));
+        self.node(
+            "DequantizeLinear",
+            &format!("{name}.weight_dequantize"),
+            &[&weight_name, &scale_name, &zero_name],
+            vec![AttributeProto::int("axis", 0)],
+        )
+    }
+}
+
+/// The network as an ONNX model: input `input` `[N, 3, H, W]` (dynamic N),
+/// output `logits` `[N, classes]`, opset 17. With `quant`, every convolution
+/// reads QDQ int8 activations and per-channel int8 weights.
+pub fn to_onnx(
+    model: &ResNet,
+    input_size: [usize; 2],
+    quant: Option<&ActivationScales>,
+) -> Result<Vec<u8>> {
+    let model = model.valid();
+    let mut b = Builder {
+        graph: GraphProto {
+            name: "resnet18".into(),
+            ..Default::default()
+        },
+        quant,
+    };
+    let stem = fold(&model.conv1, &model.bn1)?;
+    let mut x = b.conv("conv1", INPUT, &stem)?;
+    x = b.node("Relu", "relu", &[&x], vec![]);
+    if model.maxpool.is_some() {
+        x = b.node(
+            "MaxPool",
+            "maxpool",
+            &[&x],
+            vec![
+                AttributeProto::ints("kernel_shape", &[3, 3]),
+                AttributeProto::ints("strides", &[2, 2]),
+                AttributeProto::ints("pads", &[1, 1, 1, 1]),
+            ],
+        );
+    }
+    for (layer, blocks) in [&model.layer1, &model.layer2, &model.layer3, &model.layer4]
+        .into_iter()
+        .enumerate()
+    {
+        for (i, block) in blocks.iter().enumerate() {
+            let p = format!("layer{}.{i}", layer + 1);
+            let identity = match &block.downsample {
+                Some(d) => b.conv(&format!("{p}.downsample.0"), &x, &fold(&d.conv, &d.bn)?)?,
+                None => x.clone(),
+            };
+            let y = b.conv(&format!("{p}.conv1"), &x, &fold(&block.conv1, &block.bn1)?)?;
+            let y = b.node("Relu", &format!("{p}.relu1"), &[&y], vec![]);
+            let y = b.conv(&format!("{p}.conv2"), &y, &fold(&block.conv2, &block.bn2)?)?;
+            let y = b.node("Add", &format!("{p}.add"), &[&y, &identity], vec![]);
+            x = b.node("Relu", &format!("{p}.relu2"), &[&y], vec![]);
+        }
+    }
+    x = b.node("GlobalAveragePool", "avgpool", &[&x], vec![]);
+    x = b.node(
+        "Flatten",
+        "flatten",
+        &[&x],
+        vec![AttributeProto::int("axis", 1)],
+    );
+    // burn stores `fc.weight` as [in, out]; Gemm with transB reads torchvision's [out, in].
+    let [inputs, classes] = model.fc.weight.dims();
+    let w = values(model.fc.weight.val())?;
+    let mut transposed = vec![0f32; w.len()];
+    for i in 0..inputs {
+        for o in 0..classes {
+            transposed[o * inputs + i] = w[i * classes + o];
+        }
+    }
+    let bias = match &model.fc.bias {
+        Some(bias) => values(bias.val())?,
+        None => vec![0.0; classes],
+    };
+    b.graph.initializer.push(TensorProto::float(
+        "fc.weight",
+        &[classes, inputs],
+        &transposed,
+    ));
+    b.graph
+        .initializer
+        .push(TensorProto::float("fc.bias", &[classes], &bias));
+    b.node(
+        "Gemm",
+        "fc",
+        &[&x, "fc.weight", "fc.bias"],
+        vec![
+            AttributeProto::int("transB", 1),
+            AttributeProto::float("alpha", 1.0),
+            AttributeProto::float("beta", 1.0),
+        ],
+    );
+    // The last node writes the graph output under its public name.
+    if let Some(last) = b.graph.node.last_mut() {
+        last.output = vec![OUTPUT.into()];
+    }
+    let [h, w] = input_size;
+    b.graph.input = vec![ValueInfoProto::float_tensor(
+        INPUT,
+        &[Dim::Named("N"), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)],
+    )];
+    b.graph.output = vec![ValueInfoProto::float_tensor(
+        OUTPUT,
+        &[Dim::Named("N"), Dim::Fixed(classes)],
+    )];
+    let proto = ModelProto {
+        ir_version: 8,
+        producer_name: "fovea-train".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(b.graph),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        ..Default::default()
+    };
+    Ok(proto.encode_to_vec())
+}
+
+/// The names of the tensors entering the convolutions, in graph order; the
+/// keys calibration must provide scales for.
+pub fn conv_inputs(model: &ResNet) -> Vec<String> {
+    let mut names = vec![INPUT.to_string()];
+    let mut x = if model.maxpool.is_some() {
+        "maxpool.out".to_string()
+    } else {
+        "relu.out".to_string()
+    };
+    for (layer, blocks) in [&model.layer1, &model.layer2, &model.layer3, &model.layer4]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 0..blocks.len() {
+            let p = format!("layer{}.{i}", layer + 1);
+            names.push(x.clone());
+            names.push(format!("{p}.relu1.out"));
+            x = format!("{p}.relu2.out");
+        }
+    }
+    names
+}
+
+/// What `export_to_repository` writes.
+#[derive(Debug, Clone)]
+pub struct RepositoryEntry {
+    pub model_dir: PathBuf,
+    pub onnx: PathBuf,
+    pub config: ModelConfig,
+}
+
+/// The serving configuration matching training: CIFAR-sized models squash the
+/// image to the training size, then normalise with the training statistics.
+pub fn serving_config(
+    name: &str,
+    input_size: usize,
+    classes: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+    description: String,
+) -> ModelConfig {
+    let preprocess = PreprocessConfig {
+        resize: Resize::Exact([input_size as u32; 2]),
+        crop: None,
+        mean,
+        std,
+        ..PreprocessConfig::cifar10()
+    };
+    let mut config = ModelConfig::image_classifier(INPUT, OUTPUT, preprocess);
+    config.name = Some(name.to_string());
+    config.description = Some(description);
+    config.output = OutputConfig {
+        name: OUTPUT.into(),
+        labels: Some(PathBuf::from("labels.txt")),
+        classes: Some(classes),
+    };
+    config
+}
+
+/// Writes `onnx` as version `version` of model `name` under `repo`, with its
+/// `config.toml` and `labels.txt`. An existing version is never overwritten.
+pub fn write_repository_entry(
+    repo: &Path,
+    name: &str,
+    version: u64,
+    onnx: &[u8],
+    config: &ModelConfig,
+    classes: &[String],
+) -> Result<RepositoryEntry> {
+    let model_dir = repo.join(name);
+    let version_dir = model_dir.join(version.to_string());
+    if version_dir.join("model.onnx").exists() {
+        return Err(TrainError::Invalid(format!(
+            "{} already exists; choose another --version",
+            version_dir.display()
+        )));
+    }
+    config
+        .validate(&model_dir.join("config.toml"))
+        .map_err(|e| TrainError::Export(e.to_string()))?;
+    fs::create_dir_all(&version_dir).map_err(TrainError::io(&version_dir))?;
+    // Written under a temporary name and renamed so that a polling server
+    // never loads half a file.
+    let onnx_path = version_dir.join("model.onnx");
+    let tmp = version_dir.join(".model.onnx.tmp");
+    fs::write(&tmp, onnx).map_err(TrainError::io(&tmp))?;
+    let config_path = model_dir.join("config.toml");
+    fs::write(&config_path, config.to_toml()).map_err(TrainError::io(&config_path))?;
+    let labels_path = model_dir.join("labels.txt");
+    fs::write(&labels_path, classes.join("\n") + "\n").map_err(TrainError::io(&labels_path))?;
+    fs::rename(&tmp, &onnx_path).map_err(TrainError::io(&onnx_path))?;
+    Ok(RepositoryEntry {
+        model_dir,
+        onnx: onnx_path,
+        config: config.clone(),
+    })
+}

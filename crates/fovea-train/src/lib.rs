@@ -1,0 +1,21 @@
+//! fovea-train: ResNet-18 definitions on burn, CIFAR-10 and ImageFolder data,
+//! the training loop with checkpoints, evaluation, PyTorch `.pth` import and
+//! ONNX export into a fovea model repository.
+
+pub mod augment;
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod model;
+pub mod onnx;
+pub mod pth;
+pub mod quantize;
+pub mod schedule;
+pub mod svg;
+pub mod train;
+
+pub use error::{Result, TrainError};
+pub use model::{Arch, ResNet, ResNetConfig};
