@@ -1,0 +1,70 @@
+//! The gRPC server: TF Serving's PredictionService and ModelService and
+//! KServe's GRPCInferenceService on one port, with the request limits of the
+//! HTTP side and the same graceful shutdown.
+
+mod kserve;
+mod tfserving;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fovea_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use fovea_proto::tensorflow::serving::model_service_server::ModelServiceServer;
+use fovea_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+pub use kserve::KServe;
+pub use tfserving::{TfModelService, TfPredictionService};
+
+use crate::error::ServerError;
+use crate::state::AppState;
+
+/// Binds `addr` and serves gRPC for `state` until `shutdown` resolves.
+pub async fn serve_grpc(
+    addr: SocketAddr,
+    state: AppState,
+    shutdown_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener = crate::bind(addr).await?;
+    serve_grpc_on(listener, state, shutdown_timeout, shutdown).await
+}
+
+/// Serves gRPC on a bound listener until `shutdown` resolves; in-flight calls
+/// then get at most `shutdown_timeout` to finish.
+pub async fn serve_grpc_on(
+    listener: TcpListener,
+    state: AppState,
+    shutdown_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!("gRPC listening on {addr}");
+    // Raw tensors need their bytes plus a little framing, like HTTP bodies.
+    let limit = state.limits().max_body_bytes.saturating_add(64 * 1024);
+    let predictions = PredictionServiceServer::new(TfPredictionService::new(state.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    let models = ModelServiceServer::new(TfModelService::new(state.clone()))
+        .max_decoding_message_size(limit);
+    let kserve = GrpcInferenceServiceServer::new(KServe::new(state))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (signal, deadline) = crate::shutdown_with_deadline(shutdown, shutdown_timeout);
+    let server = tonic::transport::Server::builder()
+        .add_service(predictions)
+        .add_service(models)
+        .add_service(kserve)
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::select! {
+        result = server => result.map_err(|e| ServerError::Grpc(e.to_string()))?,
+        () = deadline => tracing::warn!(
+            "gRPC calls still running after {shutdown_timeout:?}; stopping anyway"
+        ),
+    }
+    tracing::info!("gRPC server stopped");
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! fovea's HTTP front end: the routes, the layers every request passes
+//! through (request id, tracing, metrics, panic catching, body limit), and
+//! serving with graceful shutdown. Handlers translate protocol ↔ engine only.
+
+pub mod engine_path;
+pub mod error;
+pub mod fetch;
+pub mod grpc;
+pub mod input;
+pub mod kserve;
+mod ops;
+pub mod predict;
+mod state;
+pub mod telemetry;
+pub mod tfserving;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fovea_engine::Engine;
+use futures_util::StreamExt;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, ProtocolError, ServerError, grpc_code_for, status_for};
+pub use fetch::{FetchError, UrlFetchConfig, UrlFetcher, tls_client_config};
+pub use grpc::{serve_grpc, serve_grpc_on};
+pub use state::AppState;
+
+/// Limits applied to every request before any expensive work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Largest request body (and largest encoded image) in bytes.
+    pub max_body_bytes: usize,
+    /// Largest image, in pixels, read from its header before decoding.
+    pub max_pixels: u64,
+    /// Most images in one batch request.
+    pub max_images_per_request: usize,
+    /// Classes returned when the request names no `top_k`.
+    pub default_top_k: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 20 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            max_images_per_request: 64,
+            default_top_k: 5,
+        }
+    }
+}
+
+/// Everything `serve` needs besides the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Where the HTTP server listens.
+    pub http_addr: SocketAddr,
+    /// Request limits.
+    pub limits: RequestLimits,
+    /// URL fetching policy.
+    pub url_fetch: UrlFetchConfig,
+    /// How long in-flight requests may take to finish once shutdown begins.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            limits: RequestLimits::default(),
+            url_fetch: UrlFetchConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The complete HTTP application for `state` (used by `serve` and by tests).
+pub fn router(state: AppState) -> Router {
+    // Multipart and JSON bodies carry base64/boundaries around the image, so
+    // the body limit leaves a little room over the image limit.
+    let body_limit = state.limits().max_body_bytes.saturating_add(64 * 1024);
+    Router::new()
+        .route("/", get(ops::index))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/predict", post(predict::predict))
+        .route(
+            "/v1/models/{*rest}",
+            get(tfserving::get).post(tfserving::post),
+        )
+        .route("/v2", get(kserve::server_metadata))
+        .route("/v2/health/live", get(kserve::live))
+        .route("/v2/health/ready", get(kserve::ready))
+        .route("/v2/models/{name}", get(kserve::model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(kserve::model_metadata),
+        )
+        .route("/v2/models/{name}/ready", get(kserve::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(kserve::model_ready),
+        )
+        .route("/v2/models/{name}/infer", post(kserve::model_infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(kserve::model_infer),
+        )
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(telemetry::make_span))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(axum::middleware::from_fn(telemetry::record))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(axum::middleware::from_fn_with_state(
+                    body_limit,
+                    refuse_oversized_body,
+                ))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+}
+
+/// Bodies up to this size are read and discarded before a 413 is sent.
+const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+
+/// Answers 413 to a declared Content-Length over `limit` before any handler
+/// runs. The body is first read and discarded (up to [`DRAIN_CAP`], for at
+/// most 5 s): a client still writing when the server closes the connection
+/// gets a broken pipe instead of the answer.
+async fn refuse_oversized_body(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => {
+            if length <= DRAIN_CAP {
+                let mut body = request.into_body().into_data_stream();
+                let drain = async { while let Some(Ok(_)) = body.next().await {} };
+                let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+            }
+            ApiError::new(
+                fovea_core::ErrorKind::TooLarge,
+                "body_too_large",
+                format!("request body of {length} bytes exceeds the limit of {limit} bytes"),
+            )
+            .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    error::json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "internal error",
+    )
+}
+
+/// Binds the HTTP listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Binds `config.http_addr` and serves `engine` until `shutdown` resolves.
+pub async fn serve(
+    engine: Engine,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let state = AppState::with_engine(engine, &config)?;
+    let listener = bind(config.http_addr).await?;
+    serve_on(listener, state, config.shutdown_timeout, shutdown).await
+}
+
+/// Serves `state` on an already bound listener until `shutdown` resolves;
+/// then stops accepting, lets in-flight requests finish (for at most
+/// `shutdown_timeout`), and drains the engine.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    shutdown_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!("listening on http://{addr}");
+    let app = router(state.clone());
+    let (signal, deadline) = shutdown_with_deadline(
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        },
+        shutdown_timeout,
+    );
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    tokio::select! {
+        result = server.into_future() => result.map_err(ServerError::Serve)?,
+        () = deadline => tracing::warn!(
+            "in-flight requests still running after {shutdown_timeout:?}; stopping anyway"
+        ),
+    }
+    if let Some(engine) = state.engine() {
+        engine.shutdown().await;
+    }
+    tracing::info!("HTTP server stopped");
+    Ok(())
+}
+
+/// Splits `shutdown` into the signal a server stops accepting on and a
+/// deadline that resolves `timeout` after that signal fired (never, if it
+/// did not), so a server's drain can be bounded.
+pub(crate) fn shutdown_with_deadline(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    timeout: Duration,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = began_tx.send(());
+    };
+    let deadline = async move {
+        // Only a started shutdown arms the timer; a dropped sender means
+        // the server ended on its own and the select has resolved already.
+        if began_rx.await.is_ok() {
+            tokio::time::sleep(timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    (signal, deadline)
+}

@@ -1,0 +1,100 @@
+//! What every handler shares: the engine (set once it has loaded, so the
+//! server can answer health checks while models load), the request limits,
+//! the URL fetcher and the metrics handle.
+
+use std::sync::{Arc, OnceLock};
+
+use fovea_engine::Engine;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+
+use crate::error::{ApiError, ServerError};
+use crate::fetch::UrlFetcher;
+use crate::{RequestLimits, ServerConfig};
+use fovea_core::ErrorKind;
+
+/// Shared handler state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    engine: OnceLock<Engine>,
+    limits: RequestLimits,
+    fetcher: UrlFetcher,
+    metrics: Option<PrometheusHandle>,
+    /// Bounds concurrent image decodes to the cores, so a burst of requests
+    /// queues cheaply instead of holding dozens of decoded images at once.
+    decode_permits: Semaphore,
+}
+
+impl AppState {
+    /// State without an engine yet: `/healthz` answers, everything needing
+    /// models answers 503 until [`AppState::set_engine`].
+    pub fn new(config: &ServerConfig) -> Result<Self, ServerError> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Self {
+            inner: Arc::new(Shared {
+                engine: OnceLock::new(),
+                limits: config.limits.clone(),
+                fetcher: UrlFetcher::new(config.url_fetch.clone())?,
+                metrics: None,
+                decode_permits: Semaphore::new(cores.max(1)),
+            }),
+        })
+    }
+
+    /// State serving an engine that has already started.
+    pub fn with_engine(engine: Engine, config: &ServerConfig) -> Result<Self, ServerError> {
+        let state = Self::new(config)?;
+        state.set_engine(engine);
+        Ok(state)
+    }
+
+    /// Adds the Prometheus handle `/metrics` renders. Call before cloning.
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.inner) {
+            shared.metrics = Some(handle);
+        }
+        self
+    }
+
+    /// Hands the loaded engine to the server; false if one was set already.
+    pub fn set_engine(&self, engine: Engine) -> bool {
+        self.inner.engine.set(engine).is_ok()
+    }
+
+    /// The engine, once set.
+    pub fn engine(&self) -> Option<&Engine> {
+        self.inner.engine.get()
+    }
+
+    /// The engine, or the 503 a request gets while models are loading.
+    pub(crate) fn ready_engine(&self) -> Result<&Engine, ApiError> {
+        self.engine().ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Unavailable,
+                "not_ready",
+                "models are still loading",
+            )
+        })
+    }
+
+    /// The request limits in force.
+    pub fn limits(&self) -> &RequestLimits {
+        &self.inner.limits
+    }
+
+    pub(crate) fn fetcher(&self) -> &UrlFetcher {
+        &self.inner.fetcher
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&PrometheusHandle> {
+        self.inner.metrics.as_ref()
+    }
+
+    pub(crate) fn decode_permits(&self) -> &Semaphore {
+        &self.inner.decode_permits
+    }
+}

@@ -1,0 +1,200 @@
+//! Every flag of every subcommand, with its `FOVEA_*` environment variable.
+//! `train`, `eval`, `export` and `bench` join `Command` from their own crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fovea_core::{Labels, PreprocessConfig};
+use fovea_engine::BackendChoice;
+
+/// fovea: real-time image classification.
+#[derive(Debug, Parser)]
+#[command(name = "fovea", version, about)]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line (for log shippers).
+    #[arg(long, env = "FOVEA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve models over HTTP (simple API, health, metrics, demo page).
+    Serve(ServeArgs),
+    /// Classify images, through a running server or in-process with --local.
+    Predict(PredictArgs),
+    /// Inspect a model repository.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Load-test a server (any protocol, closed or open loop) or, with --engine, the raw engine.
+    Bench(crate::bench::BenchArgs),
+    /// Train a ResNet-18 (CIFAR or torchvision stem) with checkpoints and resume.
+    #[cfg(feature = "train")]
+    Train(fovea_train::cli::TrainArgs),
+    /// Evaluate a checkpoint or .pth: top-1, per-class precision/recall, confusion matrix.
+    #[cfg(feature = "train")]
+    Eval(fovea_train::cli::EvalArgs),
+    /// Export a checkpoint or .pth into a model-repository entry (ONNX, config.toml, labels).
+    #[cfg(feature = "train")]
+    Export(fovea_train::cli::ExportArgs),
+}
+
+/// `fovea models ...`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List each model: versions, input, preprocessing, labels, and whether its config is valid.
+    List(RepositoryArgs),
+}
+
+/// A repository path on its own.
+#[derive(Debug, Args)]
+pub struct RepositoryArgs {
+    /// Model repository directory.
+    #[arg(long, env = "FOVEA_MODELS", default_value = "models")]
+    pub models: PathBuf,
+}
+
+/// Preprocessing (and labels) for a bare ONNX file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// Shorter side 256, centre crop 224, ImageNet mean/std.
+    Imagenet,
+    /// Squash to 32×32, CIFAR-10 mean/std, the ten CIFAR-10 labels.
+    Cifar10,
+}
+
+impl Preset {
+    /// The preprocessing this preset stands for.
+    pub fn preprocess(self) -> PreprocessConfig {
+        match self {
+            Preset::Imagenet => PreprocessConfig::imagenet(),
+            Preset::Cifar10 => PreprocessConfig::cifar10(),
+        }
+    }
+
+    /// The labels the preset brings, if any.
+    pub fn labels(self) -> Option<Labels> {
+        match self {
+            Preset::Imagenet => None,
+            Preset::Cifar10 => Some(Labels::cifar10()),
+        }
+    }
+}
+
+/// Which models to load and how to run them (shared by `serve` and `predict --local`).
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Model repository directory (DESIGN.md §4).
+    #[arg(long, env = "FOVEA_MODELS", default_value = "models")]
+    pub models: PathBuf,
+    /// Serve one ONNX file instead of a repository; the model is named after the file stem.
+    #[arg(long, env = "FOVEA_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Preprocessing for --model; guessed from the input size when absent (32×32 → cifar10, else imagenet).
+    #[arg(long, env = "FOVEA_PRESET", value_enum, requires = "model")]
+    pub preset: Option<Preset>,
+    /// Labels file (one per line) for --model; cifar10 brings its own.
+    #[arg(long, env = "FOVEA_LABELS", requires = "model")]
+    pub labels: Option<PathBuf>,
+    /// Inference backend: auto (ONNX Runtime when its library loads, else tract), ort, tract.
+    #[arg(long, env = "FOVEA_BACKEND", default_value = "auto")]
+    pub backend: BackendChoice,
+    /// Intra-op inference threads per model; defaults to the available cores.
+    /// Fewer leaves cores for image decoding under load.
+    #[arg(long, env = "FOVEA_THREADS")]
+    pub threads: Option<usize>,
+}
+
+/// `fovea serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// HTTP listen address.
+    #[arg(long, env = "FOVEA_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// gRPC listen address (TF Serving and KServe V2 services), or `off`.
+    #[arg(long, env = "FOVEA_GRPC", default_value = "127.0.0.1:8500", value_parser = parse_grpc_addr)]
+    pub grpc: GrpcAddr,
+    /// Largest request body in bytes (also the largest encoded image).
+    #[arg(long, env = "FOVEA_MAX_BODY_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest image in pixels, checked from the header before decoding.
+    #[arg(long, env = "FOVEA_MAX_PIXELS", default_value_t = 40_000_000)]
+    pub max_pixels: u64,
+    /// Most images in one multipart batch request.
+    #[arg(long, env = "FOVEA_MAX_IMAGES_PER_REQUEST", default_value_t = 64)]
+    pub max_images_per_request: usize,
+    /// Accept {"url": ...} requests. Off by default: the server would fetch on the client's behalf.
+    #[arg(long, env = "FOVEA_ALLOW_URL_FETCH")]
+    pub allow_url_fetch: bool,
+    /// Let URL fetches reach loopback and private networks (tests, intranets). Link-local
+    /// (cloud metadata) stays refused.
+    #[arg(long, env = "FOVEA_ALLOW_PRIVATE_URLS")]
+    pub allow_private_urls: bool,
+    /// Total time for one URL fetch, redirects included.
+    #[arg(long, env = "FOVEA_URL_TIMEOUT_MS", default_value_t = 10_000)]
+    pub url_timeout_ms: u64,
+    /// Largest body a URL fetch may return.
+    #[arg(long, env = "FOVEA_URL_MAX_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub url_max_bytes: usize,
+    /// How long in-flight requests may run once SIGINT/SIGTERM arrives.
+    #[arg(long, env = "FOVEA_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+    /// Re-scan the repository for new, changed or removed versions every N seconds (0 = off).
+    #[arg(long, env = "FOVEA_POLL_INTERVAL_SECS", default_value_t = 0)]
+    pub poll_interval_secs: u64,
+}
+
+/// Where gRPC listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcAddr {
+    /// Listen here.
+    At(SocketAddr),
+    /// No gRPC server.
+    Off,
+}
+
+fn parse_grpc_addr(text: &str) -> Result<GrpcAddr, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(GrpcAddr::Off);
+    }
+    text.parse()
+        .map(GrpcAddr::At)
+        .map_err(|e| format!("expected ADDR:PORT or `off`: {e}"))
+}
+
+/// `fovea predict`
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Image files to classify.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Server to ask.
+    #[arg(long, env = "FOVEA_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Run in-process (engine and preprocessing here) instead of asking a server.
+    #[arg(long)]
+    pub local: bool,
+    /// Classes to print per image.
+    #[arg(long, env = "FOVEA_TOP_K", default_value_t = 5)]
+    pub top_k: usize,
+    /// Print the JSON answers instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// `--model NAME` picks a served model (default: the server's default model);
+    /// with --local, `--model FILE.onnx` runs one file and `--model NAME` picks
+    /// a model from --models.
+    #[command(flatten)]
+    pub engine: ModelArgs,
+}

@@ -1,0 +1,125 @@
+//! `fovea serve`: bind first (so /healthz answers while models load), start
+//! the engine, hand it to the server, and shut down gracefully on SIGINT or
+//! SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use fovea_engine::Engine;
+use fovea_server::{AppState, RequestLimits, ServerConfig, UrlFetchConfig, telemetry};
+
+use crate::cli::{GrpcAddr, ServeArgs};
+use crate::local;
+
+fn server_config(args: &ServeArgs) -> ServerConfig {
+    ServerConfig {
+        http_addr: args.http,
+        limits: RequestLimits {
+            max_body_bytes: args.max_body_bytes,
+            max_pixels: args.max_pixels,
+            max_images_per_request: args.max_images_per_request,
+            ..RequestLimits::default()
+        },
+        url_fetch: UrlFetchConfig {
+            enabled: args.allow_url_fetch,
+            allow_private: args.allow_private_urls,
+            timeout: Duration::from_millis(args.url_timeout_ms),
+            max_bytes: args.url_max_bytes,
+            ..UrlFetchConfig::default()
+        },
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Runs the server until a signal; returns after in-flight requests finish.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = server_config(&args);
+    let source = local::model_source(&args.model, true)?;
+    let options = local::engine_options(&args.model, args.poll_interval_secs);
+
+    let metrics = telemetry::install_metrics()?;
+    telemetry::spawn_upkeep(metrics.clone());
+    let state = AppState::new(&config)?.with_metrics(metrics);
+    let listener = fovea_server::bind(config.http_addr).await?;
+    // One signal stops both servers: the watch fans it out.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|&stop| stop).await;
+        }
+    };
+    let grpc = match args.grpc {
+        GrpcAddr::At(addr) => {
+            let listener = fovea_server::bind(addr).await?;
+            Some(tokio::spawn(fovea_server::serve_grpc_on(
+                listener,
+                state.clone(),
+                config.shutdown_timeout,
+                stopped(),
+            )))
+        }
+        GrpcAddr::Off => None,
+    };
+    let server = tokio::spawn(fovea_server::serve_on(
+        listener,
+        state.clone(),
+        config.shutdown_timeout,
+        stopped(),
+    ));
+
+    tracing::info!(backend = %options.backend, threads = options.threads, "loading models");
+    let engine = Engine::start(source, options)
+        .await
+        .context("cannot start the inference engine")?;
+    local::log_statuses(&engine);
+    if engine.default_model().is_none() {
+        tracing::warn!("no model could be loaded; /readyz answers 503 and predictions fail");
+    }
+    state.set_engine(engine.clone());
+    if !engine.is_ready() {
+        tracing::warn!("some models failed to load; /readyz answers 503");
+    }
+
+    server.await.context("server task failed")??;
+    if let Some(grpc) = grpc {
+        grpc.await.context("gRPC server task failed")??;
+    }
+    // serve_on drained the engine if it saw it; a shutdown that raced the
+    // engine's start-up is drained here (shutdown is idempotent).
+    engine.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,704 @@
+//! The simple API over real HTTP on loopback: every input form, the options,
+//! every error status, URL fetching, concurrency, readiness and graceful
+//! shutdown, against the tiny model served by tract (and ONNX Runtime where
+//! its library is present).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::get;
+use base64::Engine as _;
+use common::*;
+use fovea_engine::BackendChoice;
+use fovea_server::{AppState, ServerConfig};
+use image::ImageFormat;
+use serde_json::{Value, json};
+
+/// A local upstream for URL fetching: images, redirects, errors, a slow
+/// answer and a large one.
+async fn upstream() -> SocketAddr {
+    let image = png(7);
+    let slow_image = image.clone();
+    let app = axum::Router::new()
+        .route(
+            "/img.png",
+            get(move || async move { ([("content-type", "image/png")], image) }),
+        )
+        .route("/to-img", get(|| async { Redirect::temporary("/img.png") }))
+        .route(
+            "/to-metadata",
+            get(|| async { Redirect::temporary("http://169.254.169.254/latest/meta-data/") }),
+        )
+        .route(
+            "/to-mapped-metadata",
+            get(|| async {
+                Redirect::temporary("http://[::ffff:169.254.169.254]/latest/meta-data/")
+            }),
+        )
+        .route("/loop", get(|| async { Redirect::temporary("/loop") }))
+        .route(
+            "/missing",
+            get(|| async { axum::http::StatusCode::NOT_FOUND.into_response() }),
+        )
+        .route("/big", get(|| async { vec![0u8; 2 * 1024 * 1024] }))
+        .route(
+            "/slow.png",
+            get(move || async move {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                ([("content-type", "image/png")], slow_image)
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A TCP server that accepts connections and never answers.
+async fn black_hole() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+fn url_fetch_on(config: &mut ServerConfig) {
+    config.url_fetch.enabled = true;
+    config.url_fetch.allow_private = true;
+    config.url_fetch.timeout = Duration::from_millis(300);
+    config.url_fetch.max_bytes = 1024 * 1024;
+}
+
+fn assert_valid_answer(answer: &Value, k: usize) {
+    let predictions = answer["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), k, "{answer}");
+    assert_eq!(answer["class"], predictions[0]["label"], "{answer}");
+    assert_eq!(answer["score"], predictions[0]["score"], "{answer}");
+    let s = scores(answer);
+    assert!(
+        s.windows(2).all(|w| w[0] >= w[1]),
+        "not descending: {answer}"
+    );
+    assert!(s.iter().all(|x| (0.0..=1.0).contains(x)), "{answer}");
+    assert!(answer["latency_ms"].as_f64().unwrap() > 0.0, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_single_image_gets_top5_from_the_highest_version() {
+    let server = TestServer::start(|_| {}).await;
+    let reply = server.post_images("?model=tiny", &[png(1)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_valid_answer(&reply.body, 5);
+    assert_eq!(reply.body["model"], "tiny");
+    assert_eq!(reply.body["version"], 2);
+    let labels = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ];
+    for p in reply.body["predictions"].as_array().unwrap() {
+        let index = p["index"].as_u64().unwrap() as usize;
+        assert_eq!(p["label"], labels[index]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_batch_of_three_answers_a_list_in_order() {
+    let server = TestServer::start(|_| {}).await;
+    let images = [png(1), png(2), png(3)];
+    let batch = server.post_images("?model=tiny&top_k=10", &images).await;
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    let answers = batch.body.as_array().unwrap();
+    assert_eq!(answers.len(), 3);
+    let mut singles = Vec::new();
+    for (image, answer) in images.iter().zip(answers) {
+        let single = server
+            .post_images("?model=tiny&top_k=10", std::slice::from_ref(image))
+            .await;
+        assert_same_answer(answer, &single.body);
+        singles.push(single.body);
+    }
+    // The three pictures differ, so order mistakes cannot go unnoticed.
+    assert!(
+        scores(&singles[0]) != scores(&singles[1]) && scores(&singles[1]) != scores(&singles[2])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base64_json_with_and_without_data_prefix_matches_multipart() {
+    let server = TestServer::start(|_| {}).await;
+    let image = png(4);
+    let reference = server
+        .post_images("", std::slice::from_ref(&image))
+        .await
+        .body;
+    let standard = base64::engine::general_purpose::STANDARD.encode(&image);
+    let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&image);
+    for encoded in [
+        standard.clone(),
+        format!("data:image/png;base64,{standard}"),
+        url_safe,
+    ] {
+        let reply = server.post_json(&json!({ "image_base64": encoded })).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_same_answer(&reply.body, &reference);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_bodies_are_accepted_for_every_image_content_type() {
+    let server = TestServer::start(|_| {}).await;
+    let picture = picture(5, 40, 30);
+    for (content_type, format) in [
+        ("image/png", ImageFormat::Png),
+        ("image/jpeg", ImageFormat::Jpeg),
+        ("image/webp", ImageFormat::WebP),
+        ("image/gif", ImageFormat::Gif),
+        ("image/bmp", ImageFormat::Bmp),
+        ("image/tiff", ImageFormat::Tiff),
+    ] {
+        let reply = server
+            .post("", content_type, encode(&picture, format))
+            .await;
+        assert_eq!(reply.status, 200, "{content_type}: {}", reply.body);
+        assert_valid_answer(&reply.body, 5);
+    }
+    // Lossless formats decode to the same pixels, so the answers agree.
+    let png_answer = server
+        .post("", "image/png", encode(&picture, ImageFormat::Png))
+        .await
+        .body;
+    let bmp_answer = server
+        .post("", "image/bmp", encode(&picture, ImageFormat::Bmp))
+        .await
+        .body;
+    assert_same_answer(&png_answer, &bmp_answer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_version_and_top_k_options_are_honoured_from_query_and_json() {
+    let server = TestServer::start(|_| {}).await;
+    let image = png(6);
+    let reply = server
+        .post("?model=tiny&version=1&top_k=3", "image/png", image.clone())
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        (reply.body["model"].clone(), reply.body["version"].clone()),
+        (json!("tiny"), json!(1))
+    );
+    assert_valid_answer(&reply.body, 3);
+
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&image);
+    let reply = server
+        .post_json(&json!({ "image_base64": encoded, "model": "tiny-b", "top_k": 2 }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["model"], "tiny-b");
+    assert_valid_answer(&reply.body, 2);
+
+    // More classes than the model has: all of them.
+    let reply = server
+        .post("?model=tiny&top_k=50", "image/png", image.clone())
+        .await;
+    assert_valid_answer(&reply.body, 10);
+    let total: f64 = scores(&reply.body).iter().sum();
+    assert!((total - 1.0).abs() < 1e-4, "{total}");
+
+    assert_eq!(
+        server
+            .post("?model=nope", "image/png", image.clone())
+            .await
+            .expect_error(404),
+        "model_not_found"
+    );
+    assert_eq!(
+        server
+            .post("?model=tiny&version=9", "image/png", image.clone())
+            .await
+            .expect_error(404),
+        "version_not_found"
+    );
+    assert_eq!(
+        server
+            .post("?top_k=0", "image/png", image.clone())
+            .await
+            .expect_error(400),
+        "invalid_option"
+    );
+    assert_eq!(
+        server
+            .post("?top_k=many", "image/png", image)
+            .await
+            .expect_error(400),
+        "invalid_request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_mistake_gets_its_status_and_a_json_error_and_the_server_carries_on() {
+    let server = TestServer::start(|c| c.limits.max_body_bytes = 1024 * 1024).await;
+    let good = png(8);
+    let mut corrupt = good.clone();
+    for byte in corrupt.iter_mut().skip(40) {
+        *byte ^= 0x5a;
+    }
+    let truncated = good[..good.len() / 2].to_vec();
+
+    // 400
+    server
+        .post("", "image/png", corrupt)
+        .await
+        .expect_error(400);
+    server
+        .post("", "image/png", truncated)
+        .await
+        .expect_error(400);
+    assert_eq!(
+        server
+            .post("", "image/png", Vec::new())
+            .await
+            .expect_error(400),
+        "empty_image"
+    );
+    assert_eq!(
+        server
+            .post_json(&json!({ "image_base64": "%%%not base64%%%" }))
+            .await
+            .expect_error(400),
+        "invalid_base64"
+    );
+    assert_eq!(
+        server
+            .post("", "application/json", "{\"image_base64\": ")
+            .await
+            .expect_error(400),
+        "invalid_json"
+    );
+    assert_eq!(
+        server
+            .post_json(&json!({ "top_k": 3 }))
+            .await
+            .expect_error(400),
+        "missing_image"
+    );
+    let form = reqwest::multipart::Form::new().text("model", "tiny");
+    let reply = Reply::read(
+        server
+            .client
+            .post(server.url("/api/v1/predict"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.expect_error(400), "missing_image");
+    assert_eq!(
+        server
+            .post("", "multipart/form-data; boundary=X", "garbage")
+            .await
+            .expect_error(400),
+        "invalid_request"
+    );
+
+    // 413
+    let oversized = vec![0u8; 2 * 1024 * 1024];
+    assert_eq!(
+        server
+            .post("", "image/png", oversized.clone())
+            .await
+            .expect_error(413),
+        "body_too_large"
+    );
+    assert_eq!(
+        server.post_images("", &[oversized]).await.expect_error(413),
+        "body_too_large"
+    );
+    // A 100000×100000 PNG header: refused from the header, never allocated.
+    let huge = png_header_only(100_000, 100_000);
+    assert_eq!(
+        server.post("", "image/png", huge).await.expect_error(413),
+        "image_too_many_pixels"
+    );
+
+    // 415
+    assert_eq!(
+        server
+            .post("", "text/plain", "hello")
+            .await
+            .expect_error(415),
+        "unsupported_content_type"
+    );
+    let reply = Reply::read(
+        server
+            .client
+            .post(server.url("/api/v1/predict"))
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.expect_error(415), "missing_content_type");
+    server
+        .post("", "image/png", b"definitely not an image".to_vec())
+        .await
+        .expect_error(415);
+
+    // 404 and 405
+    let reply = Reply::read(
+        server
+            .client
+            .get(server.url("/no/such/route"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.expect_error(404), "route_not_found");
+    let reply = Reply::read(
+        server
+            .client
+            .get(server.url("/api/v1/predict"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.expect_error(405), "method_not_allowed");
+
+    // 422: URL fetching is off on this server.
+    let reply = server
+        .post_json(&json!({ "url": "http://example.com/cat.jpg" }))
+        .await;
+    assert_eq!(reply.expect_error(422), "url_fetch_disabled");
+
+    // Still serving.
+    let reply = server.post("", "image/png", good).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_are_fetched_from_allowed_hosts_following_checked_redirects() {
+    let upstream = upstream().await;
+    let server = TestServer::start(url_fetch_on).await;
+    let direct = server
+        .post_json(&json!({ "url": format!("http://{upstream}/img.png") }))
+        .await;
+    assert_eq!(direct.status, 200, "{}", direct.body);
+    let reference = server.post_images("", &[png(7)]).await.body;
+    assert_same_answer(&direct.body, &reference);
+
+    let redirected = server
+        .post_json(&json!({ "url": format!("http://{upstream}/to-img") }))
+        .await;
+    assert_eq!(redirected.status, 200, "{}", redirected.body);
+    assert_same_answer(&redirected.body, &reference);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_fetch_failures_are_refused_with_their_own_codes() {
+    let upstream = upstream().await;
+    let hole = black_hole().await;
+    let server = TestServer::start(url_fetch_on).await;
+    let fetch = |path: String| {
+        let server = &server;
+        async move { server.post_json(&json!({ "url": path })).await }
+    };
+    // A redirect from an allowed host to the metadata service is checked and refused.
+    assert_eq!(
+        fetch(format!("http://{upstream}/to-metadata"))
+            .await
+            .expect_error(422),
+        "url_address_refused"
+    );
+    assert_eq!(
+        fetch(format!("http://{upstream}/to-mapped-metadata"))
+            .await
+            .expect_error(422),
+        "url_address_refused"
+    );
+    assert_eq!(
+        fetch(format!("http://{upstream}/loop"))
+            .await
+            .expect_error(422),
+        "url_too_many_redirects"
+    );
+    assert_eq!(
+        fetch(format!("http://{upstream}/missing"))
+            .await
+            .expect_error(422),
+        "url_upstream_status"
+    );
+    assert_eq!(
+        fetch(format!("http://{upstream}/big"))
+            .await
+            .expect_error(413),
+        "url_body_too_large"
+    );
+    assert_eq!(
+        fetch("file:///etc/passwd".into()).await.expect_error(422),
+        "url_scheme_refused"
+    );
+    assert_eq!(
+        fetch("not a url".into()).await.expect_error(400),
+        "invalid_url"
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        fetch(format!("http://{hole}/never.png"))
+            .await
+            .expect_error(504),
+        "url_timeout"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let reply = server.post_images("", &[png(1)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_private_and_metadata_urls_are_refused_by_default() {
+    let upstream = upstream().await;
+    let server = TestServer::start(|c| c.url_fetch.enabled = true).await;
+    let port = upstream.port();
+    for url in [
+        format!("http://127.0.0.1:{port}/img.png"),
+        format!("http://localhost:{port}/img.png"),
+        format!("http://[::1]:{port}/img.png"),
+        format!("http://2130706433:{port}/img.png"),
+        "http://10.0.0.1/img.png".to_string(),
+        "http://192.168.1.1/img.png".to_string(),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://[fe80::1]/img.png".to_string(),
+        "http://[::ffff:127.0.0.1]/img.png".to_string(),
+    ] {
+        let reply = server.post_json(&json!({ "url": url })).await;
+        assert_eq!(reply.expect_error(422), "url_address_refused", "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_requests_get_the_same_answers_as_sequential_ones() {
+    let server = TestServer::start(|_| {}).await;
+    let images: Vec<Vec<u8>> = (0..8).map(png).collect();
+    let mut sequential = Vec::new();
+    for image in &images {
+        let reply = server.post("?top_k=10", "image/png", image.clone()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        sequential.push(reply.body);
+    }
+    let replies = futures_util::future::join_all((0..64).map(|i| {
+        let server = &server;
+        let image = images[i % images.len()].clone();
+        async move { (i, server.post("?top_k=10", "image/png", image).await) }
+    }))
+    .await;
+    for (i, reply) in replies {
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
+        assert_same_answer(&reply.body, &sequential[i % images.len()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_until_the_engine_is_set_and_health_is_always_200() {
+    let repo = make_repository();
+    let config = ServerConfig::default();
+    let state = AppState::new(&config).unwrap();
+    let server = TestServer::serve(state.clone(), None, config.shutdown_timeout).await;
+
+    let health = Reply::read(
+        server
+            .client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    let ready = Reply::read(
+        server
+            .client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ready.expect_error(503), "not_ready");
+    assert_eq!(ready.headers["retry-after"], "1");
+    let predict = server.post("", "image/png", png(1)).await;
+    assert_eq!(predict.expect_error(503), "not_ready");
+
+    state.set_engine(start_engine(repo.path(), BackendChoice::Tract).await);
+    let ready = Reply::read(
+        server
+            .client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body, json!({ "ready": true }));
+    assert_eq!(server.post("", "image/png", png(1)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_when_shutdown_begins_completes() {
+    let upstream = upstream().await;
+    let mut server = TestServer::start(|c| {
+        url_fetch_on(c);
+        c.url_fetch.timeout = Duration::from_secs(5);
+        c.shutdown_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let request = {
+        let client = server.client.clone();
+        let url = server.url("/api/v1/predict");
+        let body = json!({ "url": format!("http://{upstream}/slow.png") });
+        tokio::spawn(async move {
+            Reply::read(client.post(url).json(&body).send().await.unwrap()).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.begin_shutdown();
+    let reply = request.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let result = tokio::time::timeout(Duration::from_secs(10), server.task.take().unwrap())
+        .await
+        .expect("server stops after draining")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        tokio::net::TcpStream::connect(server.addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_generated_or_echoed_and_metrics_count_requests_by_route() {
+    let server = TestServer::start(|_| {}).await;
+    let reply = server
+        .client
+        .get(server.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.headers()["x-request-id"], "abc-123");
+    let reply = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    let generated = reply.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated.len(), 36, "{generated}");
+    server.post("", "image/png", png(1)).await;
+
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("fovea_http_requests_total")
+                && l.contains("route=\"/api/v1/predict\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("no predict counter in:\n{metrics}"));
+    assert!(
+        line.split_whitespace()
+            .last()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            >= 1.0,
+        "{line}"
+    );
+    assert!(
+        metrics.contains("fovea_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("le=\"0.0005\""), "{metrics}");
+
+    let page = server.client.get(server.url("/")).send().await.unwrap();
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("/api/v1/predict"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_real_photo_gets_ten_predictions_that_sum_to_one() {
+    let Some(shared) = shared_dir() else {
+        eprintln!("skipping: ../shared is absent, no real photos to send");
+        return;
+    };
+    let server = TestServer::start(|_| {}).await;
+    let mut photos: Vec<_> = std::fs::read_dir(shared.join("data/images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    photos.sort();
+    assert!(!photos.is_empty());
+    for photo in photos {
+        let reply = server
+            .post("?top_k=10", "image/jpeg", std::fs::read(&photo).unwrap())
+            .await;
+        assert_eq!(reply.status, 200, "{}: {}", photo.display(), reply.body);
+        assert_valid_answer(&reply.body, 10);
+        let total: f64 = scores(&reply.body).iter().sum();
+        assert!((total - 1.0).abs() < 1e-4, "{}: {total}", photo.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onnx_runtime_and_tract_servers_give_the_same_answers() {
+    if let Err(reason) = fovea_engine::ort_runtime_status() {
+        eprintln!("skipping: ONNX Runtime is not available here: {reason}");
+        return;
+    }
+    let ort = TestServer::start_with(BackendChoice::Ort, |_| {}).await;
+    let tract = TestServer::start(|_| {}).await;
+    for seed in 0..4 {
+        let a = ort.post("?top_k=10", "image/png", png(seed)).await;
+        let b = tract.post("?top_k=10", "image/png", png(seed)).await;
+        assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
+        assert_same_answer(&a.body, &b.body);
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every test fovea has, in one command:
+#   1. Rust unit and integration tests (both backends, real HTTP and gRPC on loopback);
+#   2. the protocol-compatibility tests: the official Python clients
+#      (tritonclient, tensorflow-serving-api, requests) against a real `fovea serve`.
+# ONNX Runtime and the Python clients are installed into ./.venv on first use.
+# Tests that need ../shared (reference models and data) skip, saying why, when it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/ensure-onnxruntime.sh
+
+cargo test --workspace --all-features
+
+if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import tritonclient.grpc, tensorflow_serving" 2>/dev/null; then
+    echo "fovea: installing the protocol clients for tests/compat into .venv (one time)" >&2
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r tests/compat/requirements.txt
+fi
+cargo build -p fovea
+FOVEA_BIN=target/debug/fovea .venv/bin/python -m pytest tests/compat -q -p no:cacheprovider
