@@ -2,7 +2,7 @@
 //! per process), per-request counters and latency histograms by route and
 //! status, and the span every request is traced in.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
@@ -24,6 +24,10 @@ pub fn duration_buckets() -> Vec<f64> {
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// Serialises installation: without it two threads could both see no handle,
+/// and the loser's `install_recorder` would fail before the winner had
+/// published its handle.
+static INSTALLING: Mutex<()> = Mutex::new(());
 
 /// Installs the process-wide Prometheus recorder the first time it is called
 /// and returns its handle every time (the global recorder can be set once).
@@ -31,7 +35,13 @@ pub fn install_metrics() -> Result<PrometheusHandle, ServerError> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
-    let built = PrometheusBuilder::new()
+    let _installing = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &duration_buckets())
         .map_err(|e| ServerError::Metrics(e.to_string()))?
         .set_buckets_for_metric(
@@ -39,15 +49,9 @@ pub fn install_metrics() -> Result<PrometheusHandle, ServerError> {
             &(0..8).map(|i| f64::from(1u32 << i)).collect::<Vec<_>>(),
         )
         .map_err(|e| ServerError::Metrics(e.to_string()))?
-        .install_recorder();
-    match built {
-        Ok(handle) => Ok(HANDLE.get_or_init(|| handle).clone()),
-        // Lost a race with another thread of this process: use its handle.
-        Err(e) => HANDLE
-            .get()
-            .cloned()
-            .ok_or_else(|| ServerError::Metrics(e.to_string())),
-    }
+        .install_recorder()
+        .map_err(|e| ServerError::Metrics(e.to_string()))?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
 /// Drains histogram samples into their buckets now and then so memory stays
