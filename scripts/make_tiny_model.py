@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the tiny CIFAR-shaped CNN that fovea's tests and the bundled
-placeholder model use, so a fresh clone can serve and test without downloads.
+"""Writes the tiny CIFAR-shaped CNN that fovea's tests use, so a fresh clone
+can test without downloads.
 
 The network (conv 3->8 3x3 stride 2, ReLU, global average pool, gemm -> 10)
 has random but deterministic weights (numpy seed 0): its predictions mean
@@ -8,7 +8,6 @@ nothing, but every backend must agree on them.
 
 Outputs:
   crates/fovea-engine/tests/fixtures/tiny-cifar.onnx
-  models/tiny-cifar10/{config.toml, labels.txt, 1/model.onnx}
 
 Usage: python3 scripts/make_tiny_model.py   (needs the `onnx` and `numpy` packages)
 """
@@ -21,42 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "crates/fovea-engine/tests/fixtures/tiny-cifar.onnx"
-MODEL_DIR = REPO / "models/tiny-cifar10"
 
-CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-]
 
-CONFIG = """\
-# PLACEHOLDER: an untrained network with random weights (scripts/make_tiny_model.py),
-# bundled so that `fovea serve` works on a fresh clone. Its predictions are
-# meaningless; replace it with the trained ResNet-18 from `fovea export`.
-name = "tiny-cifar10"
-platform = "onnx"
-description = "Untrained placeholder CNN (random weights) with CIFAR-10 input and labels"
-version_policy = { latest = 1 }
 
-[input]
-name = "input"
-shape = [3, 32, 32]
-format = "image"
-
-[output]
-name = "logits"
-labels = "labels.txt"
-classes = 10
-
-[preprocess]
-resize = { exact = [32, 32] }
-mean = [0.4914, 0.4822, 0.4465]
-std = [0.2470, 0.2435, 0.2616]
-
-[batching]
-max_batch_size = 8
-max_queue_delay_us = 2000
-queue_capacity = 128
-"""
 
 
 def build_model() -> onnx.ModelProto:
@@ -102,11 +68,7 @@ def main() -> None:
     data = build_model().SerializeToString()
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     FIXTURE.write_bytes(data)
-    (MODEL_DIR / "1").mkdir(parents=True, exist_ok=True)
-    (MODEL_DIR / "1/model.onnx").write_bytes(data)
-    (MODEL_DIR / "config.toml").write_text(CONFIG)
-    (MODEL_DIR / "labels.txt").write_text("\n".join(CIFAR10_CLASSES) + "\n")
-    print(f"wrote {FIXTURE.relative_to(REPO)} ({len(data)} bytes) and {MODEL_DIR.relative_to(REPO)}/")
+    print(f"wrote {FIXTURE.relative_to(REPO)} ({len(data)} bytes)")
 
 
 if __name__ == "__main__":

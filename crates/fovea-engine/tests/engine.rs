@@ -17,6 +17,7 @@ fn options() -> EngineOptions {
         backend: BackendChoice::Tract,
         threads: 1,
         poll_interval: None,
+        ..EngineOptions::default()
     }
 }
 
@@ -475,18 +476,19 @@ async fn shutdown_answers_queued_requests_first() {
 }
 
 #[tokio::test]
-async fn the_bundled_placeholder_model_loads() {
+async fn the_bundled_model_loads_with_cifar10_labels_and_preprocessing() {
     // Copied alone, so that models added to models/ later do not slow this down.
-    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny-cifar10");
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/resnet18-cifar10");
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("tiny-cifar10");
+    let dir = root.path().join("resnet18-cifar10");
     std::fs::create_dir_all(dir.join("1")).unwrap();
     for file in ["config.toml", "labels.txt", "1/model.onnx"] {
         std::fs::copy(bundled.join(file), dir.join(file)).unwrap();
     }
     let engine = start(root.path()).await;
     assert!(engine.is_ready(), "{:?}", engine.statuses());
-    let model = engine.model("tiny-cifar10", None).unwrap();
+    let model = engine.model("resnet18-cifar10", None).unwrap();
     assert_eq!(model.labels().name(0), "airplane");
+    assert_eq!(model.labels().name(9), "truck");
     assert_eq!(model.config().preprocess, PreprocessConfig::cifar10());
 }
