@@ -84,7 +84,33 @@ if command -v hey >/dev/null; then
 else
   echo "hey not installed (apt-get install -y hey): cross-check skipped" >&2
 fi
+echo "== flood (c256) against the default queue of 128" >&2
+point fovea_simple_flood_c256 --url http://127.0.0.1:$HTTP_PORT --image "$IMAGE" --concurrency 256 --duration-secs "$DURATION"
+grep VmHWM /proc/$SERVER/status | awk '{print "{\"fovea_vmhwm_kib\": " $2 "}"}' > "$OUT/fovea_rss_after_flood.json"
+curl -s http://127.0.0.1:$HTTP_PORT/metrics | grep -E '^fovea_(decode_wait_seconds|preprocess_seconds|queue_wait_seconds|inference_seconds|batch_size)_(sum|count)' > "$OUT/fovea_metrics_after_flood.txt" || true
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+
+echo "== thread budget: two decode threads instead of one" >&2
+"$FOVEA" serve --model "$MODEL" --preset imagenet --labels "$LABELS" --http 127.0.0.1:$HTTP_PORT --grpc off --decode-threads 2 > "$OUT/fovea_serve_decode2.log" 2>&1 &
+SERVER=$!; PIDS+=("$SERVER")
+wait_ready http://127.0.0.1:$HTTP_PORT/readyz
+point fovea_simple_c16_decode2 --url http://127.0.0.1:$HTTP_PORT --image "$IMAGE" --concurrency 16 --duration-secs "$DURATION"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+
+echo "== int8: fovea quantize, then the same engine and server measurements" >&2
+INT8_DIR=$(mktemp -d); INT8=$INT8_DIR/$NAME-int8.onnx
+"$FOVEA" quantize --onnx "$MODEL" --preset imagenet --calibrate "$SHARED/data/cifar10/train" \
+    --eval-images 256 --output "$INT8" > "$OUT/quantize.log" 2>&1
+"$FOVEA" bench --engine --model "$INT8" --backend ort --batch-sizes 1,8,16 --duration-secs "$DURATION" --json > "$OUT/engine_ort_int8.json"
+"$FOVEA" serve --model "$INT8" --preset imagenet --labels "$LABELS" --http 127.0.0.1:$HTTP_PORT --grpc off > "$OUT/fovea_serve_int8.log" 2>&1 &
+SERVER=$!; PIDS+=("$SERVER")
+wait_ready http://127.0.0.1:$HTTP_PORT/readyz
+for c in 1 16; do
+  point fovea_int8_simple_c$c --url http://127.0.0.1:$HTTP_PORT --image "$IMAGE" --concurrency $c --duration-secs "$DURATION"
+done
+grep VmHWM /proc/$SERVER/status | awk '{print "{\"fovea_vmhwm_kib\": " $2 "}"}' > "$OUT/fovea_int8_rss.json"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+rm -rf "$INT8_DIR"
 
 echo "== FastAPI + onnxruntime baseline" >&2
 if [ ! -x bench/.venv/bin/python ]; then

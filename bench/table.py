@@ -15,11 +15,11 @@ def load(name):
 
 print("| what | req/s or img/s | p50 ms | p90 ms | p99 ms | max ms | errors | load avg |")
 print("|---|---:|---:|---:|---:|---:|---|---|")
-for backend in ("ort", "tract"):
+for backend in ("ort", "tract", "ort_int8"):
     e = load(f"engine_{backend}.json")
     for r in (e or {}).get("rows", []):
         g = f", {r['gflops']:.0f} GFLOP/s" if r.get("gflops") else ""
-        print(f"| engine {r['backend']} batch {r['batch']}{g} | {r['images_per_second']:.1f} | {r['ms_per_batch_p50']:.1f} /batch | {r['ms_per_batch_p90']:.1f} /batch | | | | |")
+        print(f"| engine {backend} batch {r['batch']}{g} | {r['images_per_second']:.1f} | {r['ms_per_batch_p50']:.1f} /batch | {r['ms_per_batch_p90']:.1f} /batch | | | | |")
 names = sorted(glob.glob(os.path.join(out, "fovea_*.json")) + glob.glob(os.path.join(out, "fastapi_c*.json")))
 for path in names:
     r = json.load(open(path))
@@ -38,7 +38,7 @@ if os.path.exists(hey):
     p99 = re.search(r"99%+ in ([\d.]+) secs", text)
     ms = lambda m: f"{float(m.group(1)) * 1e3:.1f}" if m else "?"
     print(f"| hey c16 (cross-check) | {rps.group(1) if rps else '?'} | {ms(p50)} | {ms(p90)} | {ms(p99)} | | | |")
-for name in ("fovea_rss.json", "fastapi_rss.json", "numpy_sgemm.json"):
+for name in ("fovea_rss.json", "fovea_rss_after_flood.json", "fovea_int8_rss.json", "fastapi_rss.json", "numpy_sgemm.json"):
     r = load(name)
     if r:
         print(f"\n{name[:-5]}: {json.dumps(r)}")

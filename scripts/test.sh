@@ -17,4 +17,9 @@ if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import tritonclient.grpc,
     .venv/bin/pip install -q --disable-pip-version-check -r tests/compat/requirements.txt
 fi
 cargo build -p fovea
-FOVEA_BIN=target/debug/fovea .venv/bin/python -m pytest tests/compat -q -p no:cacheprovider
+# The compat tests need the binary and fovea-proto's descriptor set from the
+# build just made, wherever CARGO_TARGET_DIR puts it.
+target_dir="${CARGO_TARGET_DIR:-target}"
+descriptor=$(ls -t "$target_dir"/debug/build/fovea-proto-*/out/fovea_descriptor.bin | head -n 1)
+FOVEA_BIN="$target_dir/debug/fovea" FOVEA_PROTO_DESCRIPTOR="$descriptor" \
+    .venv/bin/python -m pytest tests/compat -q -p no:cacheprovider

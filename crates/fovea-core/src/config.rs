@@ -223,6 +223,39 @@ pub struct BatchingConfig {
     pub timeout_ms: u64,
 }
 
+/// Batching settings given on the command line; each one that is set
+/// replaces the value from every model's `config.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchingOverrides {
+    pub max_batch_size: Option<usize>,
+    pub max_queue_delay_us: Option<u64>,
+    pub queue_capacity: Option<usize>,
+    pub timeout_ms: Option<u64>,
+}
+
+impl BatchingOverrides {
+    /// `batching` with the overrides applied. Preferred sizes above a
+    /// lowered maximum are dropped, as the batcher could never reach them.
+    pub fn apply(&self, mut batching: BatchingConfig) -> BatchingConfig {
+        if let Some(n) = self.max_batch_size {
+            batching.max_batch_size = n.max(1);
+            batching
+                .preferred_batch_sizes
+                .retain(|&size| size <= batching.max_batch_size);
+        }
+        if let Some(us) = self.max_queue_delay_us {
+            batching.max_queue_delay_us = us;
+        }
+        if let Some(n) = self.queue_capacity {
+            batching.queue_capacity = n.max(1);
+        }
+        if let Some(ms) = self.timeout_ms {
+            batching.timeout_ms = ms.max(1);
+        }
+        batching
+    }
+}
+
 impl Default for BatchingConfig {
     fn default() -> Self {
         Self {
@@ -464,6 +497,29 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batching_overrides_replace_only_what_they_set() {
+        let base = BatchingConfig {
+            preferred_batch_sizes: vec![4, 8],
+            ..BatchingConfig::default()
+        };
+        assert_eq!(BatchingOverrides::default().apply(base.clone()), base);
+        let applied = BatchingOverrides {
+            max_batch_size: Some(4),
+            queue_capacity: Some(0),
+            ..BatchingOverrides::default()
+        }
+        .apply(base.clone());
+        assert_eq!(applied.max_batch_size, 4);
+        assert_eq!(applied.preferred_batch_sizes, vec![4]);
+        assert_eq!(
+            applied.queue_capacity, 1,
+            "a queue holds at least one request"
+        );
+        assert_eq!(applied.timeout_ms, base.timeout_ms);
+        assert_eq!(applied.max_queue_delay_us, base.max_queue_delay_us);
+    }
 
     const IMAGENET: &str = r#"
         version_policy = { latest = 2 }

@@ -8,8 +8,8 @@ pub mod labels;
 pub mod tensor;
 
 pub use config::{
-    BatchingConfig, ColorOrder, ConfigError, InputConfig, InputFormat, ModelConfig, OutputConfig,
-    PreprocessConfig, Resize, RuntimeConfig, VersionPolicy,
+    BatchingConfig, BatchingOverrides, ColorOrder, ConfigError, InputConfig, InputFormat,
+    ModelConfig, OutputConfig, PreprocessConfig, Resize, RuntimeConfig, VersionPolicy,
 };
 pub use error::{ErrorKind, FoveaError};
 pub use labels::{LabelError, Labels};

@@ -106,6 +106,21 @@ impl Shared {
     }
 }
 
+/// Room in a version's queue held for a request that is still being
+/// prepared (decoded, preprocessed); dropping it unused gives the room back.
+pub(crate) struct Slot {
+    shared: std::sync::Arc<Shared>,
+    items: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.items > 0 {
+            self.shared.release(self.items);
+        }
+    }
+}
+
 /// The async side of a batcher: admits requests into the queue.
 pub(crate) struct Batcher {
     shared: std::sync::Arc<Shared>,
@@ -145,14 +160,11 @@ pub(crate) fn channel(model: &str, version: u64, capacity: usize) -> (Batcher, W
 }
 
 impl Batcher {
-    /// Queues `input` or refuses at once: never blocks the caller.
-    pub(crate) fn submit(
-        &self,
-        input: Tensor,
-        deadline: Instant,
-    ) -> Result<oneshot::Receiver<Reply>, EngineError> {
+    /// Holds room for `items` in the queue, or refuses at once: never blocks
+    /// the caller. Admission happens before a request's images are decoded,
+    /// so a flood is refused before it costs any decoding.
+    pub(crate) fn reserve(&self, items: usize, deadline: Instant) -> Result<Slot, EngineError> {
         let shared = &self.shared;
-        let items = input.batch_size();
         if items > shared.capacity {
             return Err(EngineError::BatchTooLarge {
                 items,
@@ -168,19 +180,41 @@ impl Batcher {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
                 (queued + items <= shared.capacity).then_some(queued + items)
             });
-        let depth = match admitted {
-            Ok(before) => before + items,
+        match admitted {
+            Ok(before) => {
+                shared.metrics.queue_depth.set((before + items) as f64);
+                Ok(Slot {
+                    shared: shared.clone(),
+                    items,
+                })
+            }
             Err(_) => {
                 shared.refused_queue_full.fetch_add(1, Ordering::Relaxed);
                 shared.metrics.dropped_queue_full.increment(1);
-                return Err(EngineError::QueueFull {
+                Err(EngineError::QueueFull {
                     model: shared.model.clone(),
                     version: shared.version,
                     capacity: shared.capacity,
-                });
+                })
             }
-        };
-        shared.metrics.queue_depth.set(depth as f64);
+        }
+    }
+
+    /// Queues `input` in the room `slot` holds; `input` must have exactly
+    /// the slot's number of items.
+    pub(crate) fn submit(
+        &self,
+        mut slot: Slot,
+        input: Tensor,
+        deadline: Instant,
+    ) -> Result<oneshot::Receiver<Reply>, EngineError> {
+        let items = input.batch_size();
+        if items != slot.items {
+            return Err(EngineError::InvalidInput(format!(
+                "{items} items submitted into room for {}",
+                slot.items
+            )));
+        }
         let (reply, receiver) = oneshot::channel();
         let request = Request {
             input,
@@ -190,11 +224,13 @@ impl Batcher {
         };
         let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         match sender.as_ref().map(|s| s.send(request)) {
-            Some(Ok(())) => Ok(receiver),
-            _ => {
-                shared.release(items);
-                Err(self.unloading())
+            Some(Ok(())) => {
+                // The worker releases the room when it cuts the batch.
+                slot.items = 0;
+                Ok(receiver)
             }
+            // Dropping the slot gives its room back.
+            _ => Err(self.unloading()),
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fovea_core::{Labels, ModelConfig};
+use fovea_core::{BatchingOverrides, Labels, ModelConfig};
 use serde::Serialize;
 
 use crate::backend::{
@@ -28,6 +28,8 @@ pub struct EngineOptions {
     pub threads: usize,
     /// How often to re-scan the repository for new, changed or removed versions; `None` = never.
     pub poll_interval: Option<Duration>,
+    /// Batching settings that replace every model's own (command-line overrides).
+    pub batching: BatchingOverrides,
 }
 
 impl Default for EngineOptions {
@@ -36,6 +38,7 @@ impl Default for EngineOptions {
             backend: BackendChoice::Auto,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             poll_interval: None,
+            batching: BatchingOverrides::default(),
         }
     }
 }
@@ -92,6 +95,7 @@ struct Inner {
     backend: &'static str,
     threads: usize,
     tuning: BackendTuning,
+    batching: BatchingOverrides,
     catalog: RwLock<Catalog>,
     /// Serialises reconciliation passes with each other and with shutdown.
     reconciling: tokio::sync::Mutex<()>,
@@ -202,6 +206,7 @@ impl Engine {
             },
             threads: options.threads.max(1),
             tuning,
+            batching: options.batching.clone(),
             catalog: RwLock::new(Catalog::default()),
             reconciling: tokio::sync::Mutex::new(()),
             poller: Mutex::new(None),
@@ -359,20 +364,22 @@ impl Inner {
 
     /// What the source wants served now; `None` when the repository cannot be read.
     async fn plans(self: &Arc<Self>) -> Option<BTreeMap<String, ModelPlan>> {
-        let spec = |name: String, version, model_path, config_path, config: ModelConfig, labels| {
-            let threads = config.runtime.threads.unwrap_or(self.threads);
-            VersionSpec {
-                name,
-                version,
-                model_path,
-                config_path,
-                config,
-                labels,
-                choice: self.choice,
-                threads,
-                tuning: self.tuning,
-            }
-        };
+        let spec =
+            |name: String, version, model_path, config_path, mut config: ModelConfig, labels| {
+                let threads = config.runtime.threads.unwrap_or(self.threads);
+                config.batching = self.batching.apply(config.batching);
+                VersionSpec {
+                    name,
+                    version,
+                    model_path,
+                    config_path,
+                    config,
+                    labels,
+                    choice: self.choice,
+                    threads,
+                    tuning: self.tuning,
+                }
+            };
         let root = match &self.source {
             ModelSource::SingleFile {
                 path,

@@ -1,6 +1,7 @@
 //! fovea's inference engine: backends (ONNX Runtime, tract) behind one
 //! synchronous trait, the model repository with versions and hot reload, one
-//! dynamic batcher per model version, and classification postprocessing.
+//! dynamic batcher per model version, classification postprocessing, and
+//! static int8 quantisation of fp32 models (`quantize`).
 //! It knows nothing about HTTP.
 
 mod backend;
@@ -10,6 +11,7 @@ mod engine;
 mod error;
 mod model;
 mod postprocess;
+pub mod quantize;
 mod repository;
 
 pub use backend::{
@@ -20,5 +22,5 @@ pub use batcher::BatchStats;
 pub use bench::{BenchResult, bench_backend};
 pub use engine::{Engine, EngineOptions, ModelSource, ModelState, ModelStatus};
 pub use error::{BackendError, EngineError};
-pub use model::ModelHandle;
+pub use model::{Admission, ModelHandle};
 pub use postprocess::{Prediction, classify, softmax};

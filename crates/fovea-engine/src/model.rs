@@ -10,7 +10,7 @@ use fovea_core::{Labels, ModelConfig, Tensor};
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendChoice, BackendTuning, Signature, open_backend_tuned};
-use crate::batcher::{self, BatchStats, Batcher};
+use crate::batcher::{self, BatchStats, Batcher, Slot};
 use crate::error::EngineError;
 
 /// Everything needed to load one model version.
@@ -116,8 +116,50 @@ impl ModelHandle {
     /// queue is full and gives up at `deadline`.
     pub async fn infer(&self, input: Tensor, deadline: Instant) -> Result<Tensor, EngineError> {
         self.validate_input(&input)?;
-        let batcher = &self.0.batcher;
-        let reply = batcher.submit(input, deadline)?;
+        self.admit(input.batch_size(), deadline)?.infer(input).await
+    }
+
+    /// Admits a request of `items` rows before its input exists: the room
+    /// in the queue is held while the caller decodes and preprocesses, so
+    /// `queue_capacity` bounds all the work accepted for this version, and
+    /// requests beyond it are refused before any of it is done.
+    pub fn admit(&self, items: usize, deadline: Instant) -> Result<Admission, EngineError> {
+        let slot = self.0.batcher.reserve(items, deadline)?;
+        Ok(Admission {
+            model: self.clone(),
+            slot,
+            deadline,
+        })
+    }
+    /// Stops taking requests; queued ones are still answered.
+    pub(crate) fn close(&self) {
+        self.0.batcher.close();
+    }
+}
+
+/// A request admitted to a model version's queue (see [`ModelHandle::admit`]).
+pub struct Admission {
+    model: ModelHandle,
+    slot: Slot,
+    deadline: Instant,
+}
+
+impl Admission {
+    /// When the request stops waiting.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Runs `input` ([n, ...], n = the admitted rows) through the batcher.
+    pub async fn infer(self, input: Tensor) -> Result<Tensor, EngineError> {
+        let Self {
+            model,
+            slot,
+            deadline,
+        } = self;
+        model.validate_input(&input)?;
+        let batcher = &model.0.batcher;
+        let reply = batcher.submit(slot, input, deadline)?;
         match tokio::time::timeout_at(deadline.into(), reply).await {
             Ok(Ok(answer)) => answer,
             // The thread exited without answering: the version was unloaded.
@@ -127,11 +169,6 @@ impl ModelHandle {
                 Err(EngineError::DeadlineExceeded)
             }
         }
-    }
-
-    /// Stops taking requests; queued ones are still answered.
-    pub(crate) fn close(&self) {
-        self.0.batcher.close();
     }
 }
 

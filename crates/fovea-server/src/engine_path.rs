@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fovea_core::{ErrorKind, InputFormat, Tensor};
-use fovea_engine::ModelHandle;
+use fovea_engine::{Admission, EngineError, ModelHandle};
 use fovea_proto::TensorValue;
 use fovea_vision::ImageLimits;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::telemetry::{DECODE_WAIT, PREPROCESS_DURATION};
 
 /// What a request hands the model: encoded images or a ready batch.
 #[derive(Debug)]
@@ -118,52 +119,85 @@ pub async fn run(
                     ),
                 ));
             }
+            let admissions = admit_each(model, images.len(), deadline)?;
             let several = images.len() > 1;
             // Each image enters the batcher on its own, so a request's images
             // batch with each other and with other requests' images alike.
-            let outputs = futures_util::future::join_all(images.into_iter().enumerate().map(
-                |(index, bytes)| async move {
-                    image(state, model, bytes, deadline)
-                        .await
-                        .map_err(|e| if several { numbered(index, e) } else { e })
-                },
-            ))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+            let outputs =
+                futures_util::future::join_all(images.into_iter().zip(admissions).enumerate().map(
+                    |(index, (bytes, admission))| async move {
+                        image(state, model, admission, bytes)
+                            .await
+                            .map_err(|e| if several { numbered(index, e) } else { e })
+                    },
+                ))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
             Tensor::concat(&outputs)
                 .map_err(|e| ApiError::new(ErrorKind::Internal, "output_mismatch", e.to_string()))
         }
     }
 }
 
-/// Preprocesses one encoded image and infers it; returns the output `[1, classes]`.
+/// Admits `count` single images to `model`'s queue, all or none, before
+/// any of them is decoded: a request the server has no room for is refused
+/// at once and costs no decoding.
+pub fn admit_each(
+    model: &ModelHandle,
+    count: usize,
+    deadline: Instant,
+) -> Result<Vec<Admission>, ApiError> {
+    (0..count)
+        .map(|_| model.admit(1, deadline))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::from_fovea(&e))
+}
+
+/// Preprocesses one admitted encoded image and infers it; returns the output `[1, classes]`.
 pub async fn image(
     state: &AppState,
     model: &ModelHandle,
+    admission: Admission,
     bytes: Bytes,
-    deadline: Instant,
 ) -> Result<Tensor, ApiError> {
     let limits = ImageLimits {
         max_bytes: state.limits().max_body_bytes,
         max_pixels: state.limits().max_pixels,
     };
-    let permit = state.decode_permits().acquire().await.map_err(|_| {
-        ApiError::new(
-            ErrorKind::Unavailable,
-            "shutting_down",
-            "server is shutting down",
-        )
-    })?;
+    let labels = [
+        ("model", model.name().to_string()),
+        ("version", model.version().to_string()),
+    ];
+    let waiting = Instant::now();
+    let permit = match tokio::time::timeout_at(
+        admission.deadline().into(),
+        state.decode_permits().acquire(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "shutting_down",
+                "server is shutting down",
+            ));
+        }
+        Err(_) => return Err(ApiError::from_fovea(&EngineError::DeadlineExceeded)),
+    };
+    metrics::histogram!(DECODE_WAIT, &labels).record(waiting.elapsed().as_secs_f64());
     let spec = model.config().preprocess.clone();
+    let started = Instant::now();
     let tensor =
         tokio::task::spawn_blocking(move || fovea_vision::preprocess(&bytes, &spec, &limits))
             .await
             .map_err(|e| ApiError::new(ErrorKind::Internal, "preprocess_panicked", e.to_string()))?
             .map_err(|e| ApiError::from_fovea(&e))?;
+    metrics::histogram!(PREPROCESS_DURATION, &labels).record(started.elapsed().as_secs_f64());
     drop(permit);
-    model
-        .infer(tensor, deadline)
+    admission
+        .infer(tensor)
         .await
         .map_err(|e| ApiError::from_fovea(&e))
 }

@@ -71,6 +71,18 @@ pub struct ServerConfig {
     pub url_fetch: UrlFetchConfig,
     /// How long in-flight requests may take to finish once shutdown begins.
     pub shutdown_timeout: Duration,
+    /// Images decoded and preprocessed at once (the decode share of the
+    /// process's thread budget, see [`decode_threads_for`]).
+    pub decode_threads: usize,
+}
+
+/// The decode share of a budget of `threads` cores when inference runs on all
+/// of them. Decoding a photo costs a few core-milliseconds against tens for
+/// ResNet-18 inference, so one decoder per two cores keeps the batcher fed
+/// while leaving inference almost every core; more decoders only preempt the
+/// inference threads (measured in BENCHMARKS.md, "thread budget").
+pub fn decode_threads_for(threads: usize) -> usize {
+    (threads / 2).max(1)
 }
 
 impl Default for ServerConfig {
@@ -80,6 +92,9 @@ impl Default for ServerConfig {
             limits: RequestLimits::default(),
             url_fetch: UrlFetchConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+            decode_threads: decode_threads_for(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use fovea_core::{ErrorKind, InputFormat};
-use fovea_engine::{ModelHandle, Prediction, classify};
+use fovea_engine::{Admission, ModelHandle, Prediction, classify};
 use serde::Serialize;
 
 use crate::engine_path;
@@ -78,25 +78,29 @@ pub async fn predict(
     .min(model.num_classes());
     let deadline = engine_path::deadline(&model, arrival);
 
+    let admissions = engine_path::admit_each(&model, parsed.images.len(), deadline)?;
     let several = parsed.images.len() > 1;
     // Each image enters the model's batcher on its own, so a request's
     // images batch with each other and with other requests' images alike.
-    let answers = futures_util::future::join_all(parsed.images.into_iter().enumerate().map(
-        |(index, source)| {
-            let (state, model) = (&state, &model);
-            async move {
-                let logits = run_one(state, model, source, deadline).await.map_err(|e| {
-                    if several {
-                        engine_path::numbered(index, e)
-                    } else {
-                        e
-                    }
-                })?;
-                Ok::<_, ApiError>(classify(&logits, model.labels(), top_k))
-            }
-        },
-    ))
-    .await;
+    let answers =
+        futures_util::future::join_all(parsed.images.into_iter().zip(admissions).enumerate().map(
+            |(index, (source, admission))| {
+                let (state, model) = (&state, &model);
+                async move {
+                    let logits = run_one(state, model, admission, source)
+                        .await
+                        .map_err(|e| {
+                            if several {
+                                engine_path::numbered(index, e)
+                            } else {
+                                e
+                            }
+                        })?;
+                    Ok::<_, ApiError>(classify(&logits, model.labels(), top_k))
+                }
+            },
+        ))
+        .await;
 
     let latency_ms = arrival.elapsed().as_secs_f64() * 1000.0;
     let mut responses = Vec::with_capacity(answers.len());
@@ -129,12 +133,12 @@ pub async fn predict(
     }
 }
 
-/// Fetches (if a URL), preprocesses and infers one image; returns its logits.
+/// Fetches (if a URL), preprocesses and infers one admitted image; returns its logits.
 async fn run_one(
     state: &AppState,
     model: &ModelHandle,
+    admission: Admission,
     source: ImageSource,
-    deadline: Instant,
 ) -> Result<Vec<f32>, ApiError> {
     let bytes: Bytes = match source {
         ImageSource::Bytes(bytes) => bytes,
@@ -144,7 +148,7 @@ async fn run_one(
             .await
             .map_err(|e| ApiError::from_fovea(&e))?,
     };
-    let output = engine_path::image(state, model, bytes, deadline).await?;
+    let output = engine_path::image(state, model, admission, bytes).await?;
     output.item(0).map(<[f32]>::to_vec).ok_or_else(|| {
         ApiError::new(
             ErrorKind::Internal,

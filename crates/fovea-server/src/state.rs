@@ -24,8 +24,9 @@ struct Shared {
     limits: RequestLimits,
     fetcher: UrlFetcher,
     metrics: Option<PrometheusHandle>,
-    /// Bounds concurrent image decodes to the cores, so a burst of requests
-    /// queues cheaply instead of holding dozens of decoded images at once.
+    /// Bounds concurrent image decodes to the decode share of the thread
+    /// budget, so decoding never oversubscribes the cores inference uses and
+    /// admitted requests wait cheaply, still encoded.
     decode_permits: Semaphore,
 }
 
@@ -33,14 +34,13 @@ impl AppState {
     /// State without an engine yet: `/healthz` answers, everything needing
     /// models answers 503 until [`AppState::set_engine`].
     pub fn new(config: &ServerConfig) -> Result<Self, ServerError> {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             inner: Arc::new(Shared {
                 engine: OnceLock::new(),
                 limits: config.limits.clone(),
                 fetcher: UrlFetcher::new(config.url_fetch.clone())?,
                 metrics: None,
-                decode_permits: Semaphore::new(cores.max(1)),
+                decode_permits: Semaphore::new(config.decode_threads.max(1)),
             }),
         })
     }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fovea_core::{Labels, PreprocessConfig};
 use fovea_engine::BackendChoice;
@@ -38,6 +39,8 @@ pub enum Command {
     Models(ModelsCommand),
     /// Load-test a server (any protocol, closed or open loop) or, with --engine, the raw engine.
     Bench(crate::bench::BenchArgs),
+    /// Make a static int8 (QDQ) version of an fp32 model, calibrated on real images.
+    Quantize(crate::quantize::QuantizeArgs),
     /// Train a ResNet-18 (CIFAR or torchvision stem) with checkpoints and resume.
     #[cfg(feature = "train")]
     Train(fovea_train::cli::TrainArgs),
@@ -109,10 +112,23 @@ pub struct ModelArgs {
     /// Inference backend: auto (ONNX Runtime when its library loads, else tract), ort, tract.
     #[arg(long, env = "FOVEA_BACKEND", default_value = "auto")]
     pub backend: BackendChoice,
-    /// Intra-op inference threads per model; defaults to the available cores.
-    /// Fewer leaves cores for image decoding under load.
-    #[arg(long, env = "FOVEA_THREADS")]
+    /// The process's thread budget (default: the available cores): inference
+    /// runs on this many intra-op threads, and `serve` decodes images on
+    /// --decode-threads of them (default: half, at least one).
+    #[arg(long, env = "FOVEA_THREADS", value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
     pub threads: Option<usize>,
+    /// Largest batch handed to the backend (overrides every config.toml).
+    #[arg(long, env = "FOVEA_MAX_BATCH_SIZE", value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_batch_size: Option<usize>,
+    /// How long the first request of a batch waits for company, in µs (overrides every config.toml).
+    #[arg(long, env = "FOVEA_MAX_QUEUE_DELAY_US")]
+    pub max_queue_delay_us: Option<u64>,
+    /// Requests admitted per model version, decoding or queued; beyond it 503 at once (overrides every config.toml).
+    #[arg(long, env = "FOVEA_QUEUE_CAPACITY", value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub queue_capacity: Option<usize>,
+    /// Deadline of a request from its arrival, in ms; past it 504 (overrides every config.toml).
+    #[arg(long, env = "FOVEA_REQUEST_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: Option<u64>,
 }
 
 /// `fovea serve`
@@ -154,6 +170,9 @@ pub struct ServeArgs {
     /// Re-scan the repository for new, changed or removed versions every N seconds (0 = off).
     #[arg(long, env = "FOVEA_POLL_INTERVAL_SECS", default_value_t = 0)]
     pub poll_interval_secs: u64,
+    /// Images decoded and preprocessed at once (default: half of --threads, at least one).
+    #[arg(long, env = "FOVEA_DECODE_THREADS", value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub decode_threads: Option<usize>,
 }
 
 /// Where gRPC listens, if anywhere.

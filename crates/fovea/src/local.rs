@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use fovea_core::{Labels, ModelConfig};
+use fovea_core::{BatchingOverrides, Labels, ModelConfig};
 use fovea_engine::{Engine, EngineOptions, ModelSource, ModelState, open_backend};
 
 use crate::cli::{ModelArgs, Preset};
@@ -79,10 +79,16 @@ pub fn engine_options(args: &ModelArgs, poll_interval_secs: u64) -> EngineOption
         backend: args.backend,
         poll_interval: (poll_interval_secs > 0)
             .then(|| std::time::Duration::from_secs(poll_interval_secs)),
+        batching: BatchingOverrides {
+            max_batch_size: args.max_batch_size,
+            max_queue_delay_us: args.max_queue_delay_us,
+            queue_capacity: args.queue_capacity,
+            timeout_ms: args.request_timeout_ms,
+        },
         ..EngineOptions::default()
     };
     if let Some(threads) = args.threads {
-        options.threads = threads.max(1);
+        options.threads = threads;
     }
     options
 }

@@ -6,6 +6,7 @@ mod cli;
 mod local;
 mod models;
 mod predict;
+mod quantize;
 mod serve;
 
 use clap::Parser;
@@ -35,6 +36,8 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => return fovea_train::cli::run_eval(args),
         #[cfg(feature = "train")]
         Command::Export(args) => return fovea_train::cli::run_export(args),
+        // Calibration is synchronous compute too.
+        Command::Quantize(args) => return quantize::run(args),
         other => other,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
             Command::Predict(args) => predict::run(args).await,
             Command::Models(ModelsCommand::List(args)) => models::list(&args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Quantize(_) => Ok(()),
             #[cfg(feature = "train")]
             Command::Train(_) | Command::Eval(_) | Command::Export(_) => Ok(()),
         }

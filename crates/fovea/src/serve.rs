@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fovea_engine::Engine;
-use fovea_server::{AppState, RequestLimits, ServerConfig, UrlFetchConfig, telemetry};
+use fovea_server::{
+    AppState, RequestLimits, ServerConfig, UrlFetchConfig, decode_threads_for, telemetry,
+};
 
 use crate::cli::{GrpcAddr, ServeArgs};
 use crate::local;
@@ -28,6 +30,13 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
             ..UrlFetchConfig::default()
         },
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+        decode_threads: args.decode_threads.unwrap_or_else(|| {
+            decode_threads_for(
+                args.model
+                    .threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            )
+        }),
     }
 }
 

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use fovea_core::Tensor;
 
+pub(crate) use self::onnxruntime::environment as ort_environment;
 pub use self::onnxruntime::{OrtBackend, ort_library_path, ort_runtime_status};
 pub use self::tract::TractBackend;
 use crate::error::BackendError;

@@ -65,7 +65,8 @@ pub fn ort_runtime_status() -> Result<PathBuf, String> {
     environment().map(|(_, path)| path.clone())
 }
 
-fn environment() -> Result<&'static (Environment, PathBuf), String> {
+/// The shared environment every session is built against (and the library's path).
+pub(crate) fn environment() -> Result<&'static (Environment, PathBuf), String> {
     ENVIRONMENT
         .get_or_init(|| {
             let path = ort_library_path()?;

@@ -75,6 +75,7 @@ pub async fn start_engine(repo: &Path, backend: BackendChoice) -> Engine {
         backend,
         threads: 1,
         poll_interval: None,
+        ..EngineOptions::default()
     };
     let engine = Engine::start(ModelSource::Repository(repo.to_path_buf()), options)
         .await
