@@ -12,14 +12,14 @@ use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use fovea_core::{ModelConfig, OutputConfig, PreprocessConfig, Resize};
+use fovea_proto::onnx::{
+    AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    ValueInfoProto,
+};
 use prost::Message;
 
 use crate::error::{Result, TrainError};
 use crate::model::ResNet;
-use crate::onnx::{
-    AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    ValueInfoProto,
-};
 
 /// ONNX operator set the graph targets.
 pub const OPSET: i64 = 17;
@@ -101,7 +101,7 @@ impl Builder<'_> {
             name: name.into(),
             op_type: op.into(),
             attribute: attributes,
-            domain: String::new(),
+            ..Default::default()
         });
         output
     }
