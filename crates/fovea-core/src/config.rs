@@ -17,7 +17,7 @@
 //! std = [0.229, 0.224, 0.225]
 //! [batching]
 //! max_batch_size = 8
-//! max_queue_delay_us = 2000
+//! max_queue_delay_us = 0
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -271,8 +271,12 @@ impl Default for BatchingConfig {
 fn default_max_batch_size() -> usize {
     8
 }
+/// No waiting for company by default: on CPU a batch still forms from the
+/// requests that queued while the previous one ran, and a deliberate wait
+/// buys little (ResNet-18 on ONNX Runtime is ~13% faster per image at batch
+/// 16 than at 1) while costing every lone request the whole delay.
 fn default_max_queue_delay_us() -> u64 {
-    2000
+    0
 }
 fn default_queue_capacity() -> usize {
     128
