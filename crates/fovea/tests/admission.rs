@@ -114,25 +114,14 @@ async fn the_bundled_model_recognises_real_cifar10_test_images() {
     let state = AppState::with_engine(engine, &ServerConfig::default()).unwrap();
     let server = TestServer::serve(state, None, ServerConfig::default().shutdown_timeout).await;
 
-    let classes = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
+    let classes = fovea_core::Labels::cifar10();
     // Version 1 is fp32; the default, version 2, is its int8 quantisation.
     for query in [
         "?model=resnet18-cifar10&version=1",
         "?model=resnet18-cifar10",
     ] {
         let (mut correct, mut total) = (0, 0);
-        for class in classes {
+        for class in classes.as_slice() {
             let mut files: Vec<_> = std::fs::read_dir(test_dir.join(class))
                 .unwrap()
                 .map(|entry| entry.unwrap().path())
@@ -144,7 +133,7 @@ async fn the_bundled_model_recognises_real_cifar10_test_images() {
                     .await;
                 assert_eq!(reply.status, 200, "{}: {}", file.display(), reply.body);
                 total += 1;
-                if reply.body["class"] == class {
+                if reply.body["class"] == class.as_str() {
                     correct += 1;
                 }
             }
