@@ -14,3 +14,9 @@ pub use config::{
 pub use error::{ErrorKind, FoveaError};
 pub use labels::{LabelError, Labels};
 pub use tensor::{Tensor, TensorError};
+
+/// The cores this process may use: the default thread budget everywhere a
+/// `--threads` flag is left unset (1 when the platform cannot tell).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

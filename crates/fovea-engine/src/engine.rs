@@ -36,7 +36,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             backend: BackendChoice::Auto,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: fovea_core::available_cores(),
             poll_interval: None,
             batching: BatchingOverrides::default(),
         }

@@ -51,7 +51,7 @@ impl Default for QuantizeOptions {
     fn default() -> Self {
         Self {
             calibration: Calibration::MinMax,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: fovea_core::available_cores(),
             batch_size: 8,
         }
     }

@@ -92,9 +92,7 @@ impl Default for ServerConfig {
             limits: RequestLimits::default(),
             url_fetch: UrlFetchConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
-            decode_threads: decode_threads_for(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-            ),
+            decode_threads: decode_threads_for(fovea_core::available_cores()),
         }
     }
 }

@@ -40,6 +40,9 @@ fn main() -> anyhow::Result<()> {
         Command::Quantize(args) => return quantize::run(args),
         other => other,
     };
+    if let Command::Serve(args) = &command {
+        serve::bound_malloc_arenas(args.model.threads);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -95,7 +95,7 @@ struct Job {
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let threads = args
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or_else(fovea_core::available_cores)
         .max(1);
     let job = job(&args)?;
     tracing::info!(

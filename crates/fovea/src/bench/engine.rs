@@ -30,11 +30,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .as_deref()
             .context("--engine needs --model FILE.onnx (or FOVEA_MODEL)")?,
     );
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
-    });
+    let threads = args.threads.unwrap_or_else(fovea_core::available_cores);
     let per_batch = Duration::from_secs_f64(args.duration_secs.unwrap_or(10.0).max(0.1));
     let mut backend = open_backend(args.backend, &model, threads)
         .with_context(|| format!("opening {}", model.display()))?;
