@@ -342,8 +342,17 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
             checkpoint::load_weights(shape.init(&device), &last.join(checkpoint::MODEL_FILE))?;
         (model, state)
     } else {
-        device.seed(config.seed);
-        let mut model = shape.init(&device);
+        // burn's generator is per device, shared by the whole process: two runs
+        // in one process (the tests) must not interleave their draws, or
+        // neither initialisation is reproducible.
+        static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let mut model = {
+            let _only_us = SEEDED_INIT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            device.seed(config.seed);
+            shape.init(&device)
+        };
         if let Some(init) = &options.init {
             model = init.load(model)?;
         }

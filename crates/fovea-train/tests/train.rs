@@ -221,3 +221,83 @@ fn early_stopping_ends_the_run_once_patience_is_spent() {
     let resumed = train::run(&config, &splits(16, 8), &again).unwrap();
     assert_eq!(resumed.state.history.len(), 3);
 }
+
+/// Trains the toy network for one epoch at a learning rate too small to learn
+/// much, and returns the run's best validation accuracy.
+fn weak_model(out: &Path, data: &Splits) -> f64 {
+    let mut config = toy_config(1);
+    config.lr = 1e-3;
+    let outcome = train::run(&config, data, &options(out)).unwrap();
+    outcome.state.history[0].val_acc
+}
+
+#[test]
+fn fine_tuning_a_weak_model_improves_its_validation_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = splits(64, 32);
+    let weak = weak_model(&dir.path().join("weak"), &data);
+    assert!(weak < 0.9, "the starting model is already good: {weak}");
+
+    let mut tune = options(&dir.path().join("tuned"));
+    tune.init = Some(train::Init::Checkpoint(train::best_dir(
+        &dir.path().join("weak"),
+    )));
+    let mut config = toy_config(6);
+    config.lr = 0.02;
+    let tuned = train::run(&config, &data, &tune).unwrap();
+    let best = tuned
+        .state
+        .history
+        .iter()
+        .map(|epoch| epoch.val_acc)
+        .fold(0.0, f64::max);
+    eprintln!("fine-tuning: validation accuracy {weak} -> {best}");
+    assert!(best > weak, "fine-tuning {weak} gave at best {best}");
+    // Four classes: chance is 0.25.
+    assert!(best >= 0.5, "{:?}", tuned.state.history);
+}
+
+#[test]
+fn a_frozen_backbone_keeps_its_weights_while_the_head_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = splits(64, 32);
+    let weak_dir = dir.path().join("weak");
+    let weak = weak_model(&weak_dir, &data);
+
+    let device = Device::flex();
+    let (start, _) =
+        fovea_train::checkpoint::load_model(&train::best_dir(&weak_dir), &device).unwrap();
+    let mut tune = options(&dir.path().join("head"));
+    tune.init = Some(train::Init::Checkpoint(train::best_dir(&weak_dir)));
+    let mut config = toy_config(6);
+    config.lr = 0.05;
+    config.freeze_backbone = true;
+    let tuned = train::run(&config, &data, &tune).unwrap();
+
+    let unchanged = |before: Vec<f32>, after: Vec<f32>, what: &str| {
+        assert_eq!(before, after, "{what} moved with a frozen backbone");
+    };
+    unchanged(
+        common::values(start.conv1.weight.val()),
+        common::values(tuned.model.conv1.weight.val()),
+        "conv1.weight",
+    );
+    assert!(
+        common::max_abs_diff(
+            &common::values(start.fc.weight.val()),
+            &common::values(tuned.model.fc.weight.val())
+        ) > 0.0,
+        "fc did not learn"
+    );
+    let best = tuned
+        .state
+        .history
+        .iter()
+        .map(|epoch| epoch.val_acc)
+        .fold(0.0, f64::max);
+    eprintln!("head-only fine-tuning: validation accuracy {weak} -> {best}");
+    assert!(
+        best > weak,
+        "head-only fine-tuning {weak} gave at best {best}"
+    );
+}
