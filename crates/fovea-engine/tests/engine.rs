@@ -481,17 +481,17 @@ async fn the_bundled_model_loads_with_cifar10_labels_and_preprocessing() {
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/resnet18-cifar10");
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("resnet18-cifar10");
-    for file in ["config.toml", "labels.txt", "1/model.onnx", "2/model.onnx"] {
+    for file in ["config.toml", "labels.txt", "3/model.onnx", "4/model.onnx"] {
         let to = dir.join(file);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(bundled.join(file), to).unwrap();
     }
     let engine = start(root.path()).await;
     assert!(engine.is_ready(), "{:?}", engine.statuses());
-    // Version 1 is fp32, version 2 its int8 quantisation; both load, 2 is the default.
-    assert!(engine.model("resnet18-cifar10", Some(1)).is_ok());
+    // Version 3 is fp32, version 4 its int8 quantisation; both load, 4 is the default.
+    assert!(engine.model("resnet18-cifar10", Some(3)).is_ok());
     let model = engine.model("resnet18-cifar10", None).unwrap();
-    assert_eq!(model.version(), 2);
+    assert_eq!(model.version(), 4);
     assert_eq!(model.labels().name(0), "airplane");
     assert_eq!(model.labels().name(9), "truck");
     assert_eq!(model.config().preprocess, PreprocessConfig::cifar10());
