@@ -75,7 +75,7 @@ for p in v2-grpc tf-grpc; do
   point fovea_${p}_c16 --url http://127.0.0.1:$GRPC_PORT --protocol $p --model $NAME --image "$IMAGE" --concurrency 16 --duration-secs "$DURATION"
 done
 point fovea_v2-grpc_tensor_c16 --url http://127.0.0.1:$GRPC_PORT --protocol v2-grpc --tensor --model $NAME --image "$IMAGE" --concurrency 16 --duration-secs "$DURATION"
-curl -s http://127.0.0.1:$HTTP_PORT/metrics | grep -E '^fovea_(queue_wait_seconds|inference_seconds|batch_size|http_request_duration_seconds)_(sum|count)' > "$OUT/fovea_metrics.txt" || true
+curl -s http://127.0.0.1:$HTTP_PORT/metrics | grep -E '^fovea_(decode_wait_seconds|preprocess_seconds|queue_wait_seconds|inference_seconds|batch_size|http_request_duration_seconds)_(sum|count)' > "$OUT/fovea_metrics.txt" || true
 
 echo "== cross-check with hey (c16)" >&2
 if command -v hey >/dev/null; then
