@@ -328,6 +328,13 @@ pub struct RuntimeConfig {
     /// Intra-op threads for this model; defaults to the server's inference budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// Copies of the model (sessions) serving this version's queue side by side,
+    /// each on `threads / instances` intra-op threads (Triton's instance count;
+    /// default 1). Instances never wait for each other, so under load they waste
+    /// less than one session's threads stalled by decoding; a lone request runs
+    /// on fewer threads and takes longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<usize>,
 }
 
 impl ModelConfig {
@@ -463,6 +470,9 @@ impl ModelConfig {
         }
         if self.runtime.threads == Some(0) {
             return Err(invalid("runtime.threads", "must be at least 1".into()));
+        }
+        if self.runtime.instances == Some(0) {
+            return Err(invalid("runtime.instances", "must be at least 1".into()));
         }
         Ok(())
     }

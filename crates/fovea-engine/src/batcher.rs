@@ -128,10 +128,13 @@ pub(crate) struct Batcher {
     sender: Mutex<Option<mpsc::Sender<Request>>>,
 }
 
-/// The inference thread's side: the receiving end and the shared counters.
+/// An inference thread's side: the receiving end and the shared counters.
+/// Clones serve the same queue (one per model instance); whoever holds the
+/// receiver collects the next batch, and lets go of it before running it.
+#[derive(Clone)]
 pub(crate) struct Worker {
     shared: std::sync::Arc<Shared>,
-    receiver: mpsc::Receiver<Request>,
+    receiver: std::sync::Arc<Mutex<mpsc::Receiver<Request>>>,
 }
 
 /// A connected batcher and worker for one model version.
@@ -155,7 +158,10 @@ pub(crate) fn channel(model: &str, version: u64, capacity: usize) -> (Batcher, W
             shared: shared.clone(),
             sender: Mutex::new(Some(sender)),
         },
-        Worker { shared, receiver },
+        Worker {
+            shared,
+            receiver: std::sync::Arc::new(Mutex::new(receiver)),
+        },
     )
 }
 
@@ -287,9 +293,10 @@ impl Worker {
         let mut carried: Option<Request> = None;
         let mut buffer: Vec<f32> = Vec::new();
         loop {
+            let receiver = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
             let first = match carried.take() {
                 Some(request) => request,
-                None => match self.receiver.recv() {
+                None => match receiver.recv() {
                     Ok(request) => request,
                     Err(_) => return,
                 },
@@ -302,12 +309,12 @@ impl Worker {
             while items < cut_at {
                 let now = Instant::now();
                 let next = if now >= window_end {
-                    self.receiver.try_recv().map_err(|e| match e {
+                    receiver.try_recv().map_err(|e| match e {
                         TryRecvError::Empty => RecvTimeoutError::Timeout,
                         TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
                     })
                 } else {
-                    self.receiver.recv_timeout(window_end - now)
+                    receiver.recv_timeout(window_end - now)
                 };
                 let Ok(request) = next else { break };
                 let n = request.input.batch_size();
@@ -318,6 +325,7 @@ impl Worker {
                 items += n;
                 batch.push(request);
             }
+            drop(receiver);
             self.shared.release(items);
             self.run_batch(backend, batch, &mut buffer);
         }

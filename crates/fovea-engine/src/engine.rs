@@ -30,6 +30,8 @@ pub struct EngineOptions {
     pub poll_interval: Option<Duration>,
     /// Batching settings that replace every model's own (command-line overrides).
     pub batching: BatchingOverrides,
+    /// Instances per model version, replacing every config's `runtime.instances`.
+    pub instances: Option<usize>,
 }
 
 impl Default for EngineOptions {
@@ -39,6 +41,7 @@ impl Default for EngineOptions {
             threads: fovea_core::available_cores(),
             poll_interval: None,
             batching: BatchingOverrides::default(),
+            instances: None,
         }
     }
 }
@@ -96,6 +99,7 @@ struct Inner {
     threads: usize,
     tuning: BackendTuning,
     batching: BatchingOverrides,
+    instances: Option<usize>,
     catalog: RwLock<Catalog>,
     /// Serialises reconciliation passes with each other and with shutdown.
     reconciling: tokio::sync::Mutex<()>,
@@ -207,6 +211,7 @@ impl Engine {
             threads: options.threads.max(1),
             tuning,
             batching: options.batching.clone(),
+            instances: options.instances,
             catalog: RwLock::new(Catalog::default()),
             reconciling: tokio::sync::Mutex::new(()),
             poller: Mutex::new(None),
@@ -367,6 +372,7 @@ impl Inner {
         let spec =
             |name: String, version, model_path, config_path, mut config: ModelConfig, labels| {
                 let threads = config.runtime.threads.unwrap_or(self.threads);
+                let instances = self.instances.or(config.runtime.instances).unwrap_or(1);
                 config.batching = self.batching.apply(config.batching);
                 VersionSpec {
                     name,
@@ -377,6 +383,7 @@ impl Inner {
                     labels,
                     choice: self.choice,
                     threads,
+                    instances,
                     tuning: self.tuning,
                 }
             };

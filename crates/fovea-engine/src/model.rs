@@ -9,7 +9,7 @@ use std::time::Instant;
 use fovea_core::{Labels, ModelConfig, Tensor};
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendChoice, BackendTuning, Signature, open_backend_tuned};
+use crate::backend::{Backend, BackendChoice, BackendTuning, Signature, open_backend_tuned};
 use crate::batcher::{self, BatchStats, Batcher, Slot};
 use crate::error::EngineError;
 
@@ -24,11 +24,15 @@ pub(crate) struct VersionSpec {
     pub config: ModelConfig,
     pub labels: Labels,
     pub choice: BackendChoice,
+    /// Intra-op threads of the whole version, shared out among its instances.
     pub threads: usize,
+    /// Sessions serving the version's queue side by side (`runtime.instances`).
+    pub instances: usize,
     pub tuning: BackendTuning,
 }
 
-/// A loaded, warmed-up version and its inference thread.
+/// A loaded, warmed-up version and its inference thread (which runs any
+/// further instances on threads of its own and returns when they all have).
 pub(crate) struct LoadedVersion {
     pub handle: ModelHandle,
     pub thread: JoinHandle<()>,
@@ -185,36 +189,46 @@ pub(crate) async fn load_version(spec: VersionSpec) -> Result<LoadedVersion, Str
         .name(format!("fovea-{}-v{}", spec.name, spec.version))
         .spawn(move || {
             let spec = thread_spec;
-            let prepared =
-                open_backend_tuned(spec.choice, &spec.model_path, spec.threads, spec.tuning)
-                    .map_err(|e| e.to_string())
-                    .and_then(|backend| {
-                        let (config, classes) = check_signature(&spec, backend.signature())?;
-                        Ok((backend, config, classes))
-                    });
-            let (mut backend, config, classes) = match prepared {
-                Ok(prepared) => prepared,
-                Err(reason) => {
-                    let _ = ready_tx.send(Err(reason));
-                    return;
+            let instances = spec.instances.max(1);
+            let threads = (spec.threads / instances).max(1);
+            let mut backends = Vec::with_capacity(instances);
+            let mut served = None;
+            for _ in 0..instances {
+                match prepare_instance(&spec, threads) {
+                    Ok((backend, config, classes)) => {
+                        backends.push(backend);
+                        served = Some((config, classes));
+                    }
+                    Err(reason) => {
+                        let _ = ready_tx.send(Err(reason));
+                        return;
+                    }
                 }
+            }
+            let Some((config, classes)) = served else {
+                return;
             };
-            let max = config.batching.max_batch_size;
-            for batch in [1, max] {
-                let mut shape = vec![batch];
-                shape.extend(&config.input.shape);
-                if let Err(e) = backend.run(&Tensor::zeros(shape)) {
-                    let _ = ready_tx.send(Err(format!(
-                        "{}: warm-up at batch {batch} failed: {e}",
-                        spec.model_path.display()
-                    )));
-                    return;
-                }
-            }
             let batching = config.batching.clone();
-            if ready_tx.send(Ok((config, classes, backend.name()))).is_ok() {
-                worker.run(backend.as_mut(), &batching);
+            let name = backends.first().map_or("none", |b| b.name());
+            if ready_tx.send(Ok((config, classes, name))).is_err() {
+                return;
             }
+            let mut backends = backends.into_iter();
+            let Some(mut own) = backends.next() else {
+                return;
+            };
+            std::thread::scope(|scope| {
+                for (index, mut backend) in backends.enumerate() {
+                    let (worker, batching) = (worker.clone(), &batching);
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("fovea-{}-v{}-{}", spec.name, spec.version, index + 1))
+                        .spawn_scoped(scope, move || worker.run(backend.as_mut(), batching));
+                    if let Err(e) = spawned {
+                        tracing::warn!(model = %spec.name, version = spec.version, "cannot start instance {}: {e}", index + 1);
+                    }
+                }
+                worker.run(own.as_mut(), &batching);
+            });
         })
         .map_err(|e| format!("cannot start an inference thread: {e}"))?;
     let (config, num_classes, backend) = match ready_rx.await {
@@ -238,6 +252,29 @@ pub(crate) async fn load_version(spec: VersionSpec) -> Result<LoadedVersion, Str
         batcher,
     }));
     Ok(LoadedVersion { handle, thread })
+}
+
+/// Opens one instance of `spec` on `threads` intra-op threads, checks it
+/// against the config and warms it up at batch 1 and at the maximum batch size.
+fn prepare_instance(
+    spec: &VersionSpec,
+    threads: usize,
+) -> Result<(Box<dyn Backend>, ModelConfig, usize), String> {
+    let backend = open_backend_tuned(spec.choice, &spec.model_path, threads, spec.tuning)
+        .map_err(|e| e.to_string())?;
+    let (config, classes) = check_signature(spec, backend.signature())?;
+    let mut backend = backend;
+    for batch in [1, config.batching.max_batch_size] {
+        let mut shape = vec![batch];
+        shape.extend(&config.input.shape);
+        backend.run(&Tensor::zeros(shape)).map_err(|e| {
+            format!(
+                "{}: warm-up at batch {batch} failed: {e}",
+                spec.model_path.display()
+            )
+        })?;
+    }
+    Ok((backend, config, classes))
 }
 
 /// Checks the model against its config where the backend can tell, and

@@ -80,6 +80,80 @@ async fn concurrent_requests_get_their_own_rows_back() {
     assert!(stats.batches < 12, "requests were not batched: {stats:?}");
 }
 
+/// Names of this process's threads (Linux truncates them to 15 bytes).
+#[cfg(target_os = "linux")]
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn two_instances_serve_one_queue_and_stop_with_the_engine() {
+    // A name no other test uses, so that its threads are this test's alone.
+    let root = tempfile::tempdir().unwrap();
+    let config = tiny_config("[batching]\nmax_batch_size = 4\n\n[runtime]\ninstances = 2");
+    add_model(root.path(), "twin", &config, &[1]);
+    let engine = start(root.path()).await;
+    assert!(engine.is_ready(), "{:?}", engine.statuses());
+    let model = engine.model("twin", None).unwrap();
+    // The second instance runs on a thread of its own, named after the version;
+    // it is started just after the version reports ready.
+    #[cfg(target_os = "linux")]
+    {
+        let started = Instant::now();
+        while !thread_names().iter().any(|n| n == "fovea-twin-v1-1") {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                thread_names()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let mut reference = open_backend(BackendChoice::Tract, &tiny_model(), 1).unwrap();
+    let inputs: Vec<Tensor> = (0..40).map(|i| tiny_input(1, i)).collect();
+    let expected: Vec<Tensor> = inputs.iter().map(|x| reference.run(x).unwrap()).collect();
+    let tasks: Vec<_> = inputs
+        .into_iter()
+        .map(|input| {
+            let model = model.clone();
+            tokio::spawn(async move { model.infer(input, later(5000)).await })
+        })
+        .collect();
+    for (task, expected) in tasks.into_iter().zip(expected) {
+        let output = task.await.unwrap().unwrap();
+        assert!(max_abs_diff(output.data(), expected.data()) < 1e-4);
+    }
+    let stats = model.stats();
+    assert_eq!(stats.items, 40);
+    assert!(stats.largest_batch <= 4, "{stats:?}");
+    drop(model);
+    engine.shutdown().await;
+    #[cfg(target_os = "linux")]
+    assert!(
+        !thread_names().iter().any(|n| n.starts_with("fovea-twin")),
+        "inference threads outlived the engine: {:?}",
+        thread_names()
+    );
+}
+
+#[tokio::test]
+async fn zero_instances_is_a_config_error_naming_the_field() {
+    let root = tempfile::tempdir().unwrap();
+    add_model(
+        root.path(),
+        "tiny",
+        &tiny_config("[runtime]\ninstances = 0"),
+        &[1],
+    );
+    let engine = start(root.path()).await;
+    let reason = failure_of(&engine, "tiny", 1);
+    assert!(reason.contains("runtime.instances"), "{reason}");
+}
+
 #[tokio::test]
 async fn max_batch_size_is_never_exceeded() {
     let (_root, engine) =

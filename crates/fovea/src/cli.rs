@@ -129,6 +129,11 @@ pub struct ModelArgs {
     /// Deadline of a request from its arrival, in ms; past it 504 (overrides every config.toml).
     #[arg(long, env = "FOVEA_REQUEST_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: Option<u64>,
+    /// Copies of each model version serving its queue side by side, sharing
+    /// --threads between them (overrides every config.toml's runtime.instances;
+    /// default 1). More instances: more throughput under load, slower lone requests.
+    #[arg(long, env = "FOVEA_INSTANCES", value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub instances: Option<usize>,
 }
 
 /// `fovea serve`

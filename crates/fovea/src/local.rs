@@ -85,6 +85,7 @@ pub fn engine_options(args: &ModelArgs, poll_interval_secs: u64) -> EngineOption
             queue_capacity: args.queue_capacity,
             timeout_ms: args.request_timeout_ms,
         },
+        instances: args.instances,
         ..EngineOptions::default()
     };
     if let Some(threads) = args.threads {
