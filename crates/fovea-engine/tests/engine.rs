@@ -55,13 +55,10 @@ fn failure_of(engine: &Engine, name: &str, version: u64) -> String {
     }
 }
 
-#[tokio::test]
-async fn concurrent_requests_get_their_own_rows_back() {
-    let (_root, engine) =
-        engine_with("[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 20000").await;
-    let model = engine.model("tiny", None).unwrap();
+/// Sends every input to `model` at once and checks each answer against the
+/// tiny model run directly, row for row.
+async fn infer_all_at_once_and_compare(model: &fovea_engine::ModelHandle, inputs: Vec<Tensor>) {
     let mut reference = open_backend(BackendChoice::Tract, &tiny_model(), 1).unwrap();
-    let inputs: Vec<Tensor> = (0..12).map(|i| tiny_input(1 + i % 2, i)).collect();
     let expected: Vec<Tensor> = inputs.iter().map(|x| reference.run(x).unwrap()).collect();
     let tasks: Vec<_> = inputs
         .into_iter()
@@ -75,6 +72,15 @@ async fn concurrent_requests_get_their_own_rows_back() {
         assert_eq!(output.shape(), expected.shape());
         assert!(max_abs_diff(output.data(), expected.data()) < 1e-4);
     }
+}
+
+#[tokio::test]
+async fn concurrent_requests_get_their_own_rows_back() {
+    let (_root, engine) =
+        engine_with("[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 20000").await;
+    let model = engine.model("tiny", None).unwrap();
+    let inputs: Vec<Tensor> = (0..12).map(|i| tiny_input(1 + i % 2, i)).collect();
+    infer_all_at_once_and_compare(&model, inputs).await;
     let stats = model.stats();
     assert_eq!(stats.items, 18);
     assert!(stats.batches < 12, "requests were not batched: {stats:?}");
@@ -113,20 +119,7 @@ async fn two_instances_serve_one_queue_and_stop_with_the_engine() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let mut reference = open_backend(BackendChoice::Tract, &tiny_model(), 1).unwrap();
-    let inputs: Vec<Tensor> = (0..40).map(|i| tiny_input(1, i)).collect();
-    let expected: Vec<Tensor> = inputs.iter().map(|x| reference.run(x).unwrap()).collect();
-    let tasks: Vec<_> = inputs
-        .into_iter()
-        .map(|input| {
-            let model = model.clone();
-            tokio::spawn(async move { model.infer(input, later(5000)).await })
-        })
-        .collect();
-    for (task, expected) in tasks.into_iter().zip(expected) {
-        let output = task.await.unwrap().unwrap();
-        assert!(max_abs_diff(output.data(), expected.data()) < 1e-4);
-    }
+    infer_all_at_once_and_compare(&model, (0..40).map(|i| tiny_input(1, i)).collect()).await;
     let stats = model.stats();
     assert_eq!(stats.items, 40);
     assert!(stats.largest_batch <= 4, "{stats:?}");

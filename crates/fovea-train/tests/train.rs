@@ -222,6 +222,15 @@ fn early_stopping_ends_the_run_once_patience_is_spent() {
     assert_eq!(resumed.state.history.len(), 3);
 }
 
+fn best_val_acc(outcome: &train::Outcome) -> f64 {
+    outcome
+        .state
+        .history
+        .iter()
+        .map(|epoch| epoch.val_acc)
+        .fold(0.0, f64::max)
+}
+
 /// Trains the toy network for one epoch at a learning rate too small to learn
 /// much, and returns the run's best validation accuracy.
 fn weak_model(out: &Path, data: &Splits) -> f64 {
@@ -245,12 +254,7 @@ fn fine_tuning_a_weak_model_improves_its_validation_accuracy() {
     let mut config = toy_config(6);
     config.lr = 0.02;
     let tuned = train::run(&config, &data, &tune).unwrap();
-    let best = tuned
-        .state
-        .history
-        .iter()
-        .map(|epoch| epoch.val_acc)
-        .fold(0.0, f64::max);
+    let best = best_val_acc(&tuned);
     eprintln!("fine-tuning: validation accuracy {weak} -> {best}");
     assert!(best > weak, "fine-tuning {weak} gave at best {best}");
     // Four classes: chance is 0.25.
@@ -289,12 +293,7 @@ fn a_frozen_backbone_keeps_its_weights_while_the_head_learns() {
         ) > 0.0,
         "fc did not learn"
     );
-    let best = tuned
-        .state
-        .history
-        .iter()
-        .map(|epoch| epoch.val_acc)
-        .fold(0.0, f64::max);
+    let best = best_val_acc(&tuned);
     eprintln!("head-only fine-tuning: validation accuracy {weak} -> {best}");
     assert!(
         best > weak,
