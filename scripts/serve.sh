@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-onnxruntime.sh
 cargo build --release -p fovea
-exec target/release/fovea serve "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/fovea" serve "$@"
