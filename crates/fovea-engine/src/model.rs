@@ -241,7 +241,7 @@ pub(crate) async fn load_version(spec: VersionSpec) -> Result<LoadedVersion, Str
             ));
         }
     };
-    tracing::info!(model = %spec.name, version = spec.version, backend, "model version available");
+    tracing::info!(model = %spec.name, version = spec.version, backend, instances = spec.instances, "model version available");
     let handle = ModelHandle(Arc::new(VersionInner {
         name: spec.name,
         version: spec.version,
