@@ -16,7 +16,7 @@ use crate::eval::evaluate;
 use crate::export::{serving_config, to_onnx, write_repository_entry};
 use crate::model::{Arch, ResNet};
 use crate::pth;
-use crate::quantize::calibrate;
+use crate::quantize::quantize_int8;
 use crate::schedule::ScheduleKind;
 use crate::svg::confusion_heat_map;
 use crate::train::{self, Init, RunOptions, TrainConfig};
@@ -352,8 +352,9 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
             classes.len()
         );
     }
-    let scales = match args.quantize.as_deref() {
-        None | Some("none") => None,
+    let fp32 = to_onnx(&loaded.model, [input_size; 2])?;
+    let (onnx, int8) = match args.quantize.as_deref() {
+        None | Some("none") => (fp32, false),
         Some("int8") => {
             let dir = args
                 .data
@@ -365,18 +366,18 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .map_or((5000, 0), |s| (s.config.val_size, s.config.seed));
             let splits = data::load(dir, val_size, seed, [32, 32])?;
-            Some(calibrate(
-                &loaded.model,
+            let int8 = quantize_int8(
+                &fp32,
                 &splits.train,
                 &loaded.normalize,
                 [input_size; 2],
                 args.calibration_images,
                 &device,
-            ))
+            )?;
+            (int8, true)
         }
         Some(other) => bail!("unknown --quantize `{other}`; use int8"),
     };
-    let onnx = to_onnx(&loaded.model, [input_size; 2], scales.as_ref())?;
     let version = match args.version {
         Some(v) => v,
         None => next_version(&args.repo.join(&args.name)),
@@ -387,7 +388,7 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
         num_classes,
         input_size,
         input_size,
-        if scales.is_some() { ", int8 QDQ" } else { "" },
+        if int8 { ", int8 QDQ" } else { "" },
         args.checkpoint.display()
     );
     let config = serving_config(

@@ -3,7 +3,6 @@
 //! `<repo>/<name>/<version>/model.onnx`, `<repo>/<name>/config.toml`,
 //! `<repo>/<name>/labels.txt`.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -76,17 +75,12 @@ pub fn fold(conv: &Conv2d, bn: &BatchNorm) -> Result<FoldedConv> {
     })
 }
 
-/// Per-tensor activation scales for an int8 QDQ graph, keyed by the name of
-/// the tensor entering each convolution (see [`conv_inputs`]).
-pub type ActivationScales = HashMap<String, f32>;
-
 /// Builds the graph node by node; names follow torchvision's parameters.
-struct Builder<'a> {
+struct Builder {
     graph: GraphProto,
-    quant: Option<&'a ActivationScales>,
 }
 
-impl Builder<'_> {
+impl Builder {
     fn node(
         &mut self,
         op: &str,
@@ -106,125 +100,37 @@ impl Builder<'_> {
         output
     }
 
-    fn conv(&mut self, name: &str, input: &str, c: &FoldedConv) -> Result<String> {
+    fn conv(&mut self, name: &str, input: &str, c: &FoldedConv) -> String {
         let [_, _, k, _] = c.shape;
         let weight_name = format!("{name}.weight");
         let bias_name = format!("{name}.bias");
         self.graph
             .initializer
+            .push(TensorProto::float(&weight_name, &c.shape, &c.weight));
+        self.graph
+            .initializer
             .push(TensorProto::float(&bias_name, &c.shape[..1], &c.bias));
-        let (input, weight) = match self.quant {
-            None => {
-                self.graph
-                    .initializer
-                    .push(TensorProto::float(&weight_name, &c.shape, &c.weight));
-                (input.to_string(), weight_name)
-            }
-            Some(scales) => {
-                let scale = scales.get(input).copied().ok_or_else(|| {
-                    TrainError::Export(format!("no calibrated scale for `{input}`"))
-                })?;
-                (
-                    self.qdq_activation(name, input, scale),
-                    self.qdq_weight(name, c),
-                )
-            }
-        };
         let attributes = vec![
             AttributeProto::ints("kernel_shape", &[k as i64, k as i64]),
             AttributeProto::ints("strides", &[c.stride as i64; 2]),
             AttributeProto::ints("pads", &[c.pad as i64; 4]),
         ];
-        Ok(self.node("Conv", name, &[&input, &weight, &bias_name], attributes))
-    }
-
-    /// QuantizeLinear → DequantizeLinear of an activation (uint8 when it is
-    /// non-negative after ReLU, which every conv input but the image is).
-    fn qdq_activation(&mut self, name: &str, input: &str, scale: f32) -> String {
-        let scale_name = format!("{name}.input_scale");
-        let zero_name = format!("{name}.input_zero_point");
-        let image = input == INPUT;
-        self.graph
-            .initializer
-            .push(TensorProto::float(&scale_name, &[], &[scale]));
-        if image {
-            self.graph
-                .initializer
-                .push(TensorProto::int8(&zero_name, &[], &[0]));
-        } else {
-            self.graph
-                .initializer
-                .push(TensorProto::uint8(&zero_name, &[], &[0]));
-        }
-        let q = self.node(
-            "QuantizeLinear",
-            &format!("{name}.input_quantize"),
-            &[input, &scale_name, &zero_name],
-            vec![],
-        );
-        self.node(
-            "DequantizeLinear",
-            &format!("{name}.input_dequantize"),
-            &[&q, &scale_name, &zero_name],
-            vec![],
-        )
-    }
-
-    /// Per-output-channel symmetric int8 weights and their DequantizeLinear.
-    fn qdq_weight(&mut self, name: &str, c: &FoldedConv) -> String {
-        let per_out = c.weight.len() / c.shape[0];
-        let mut scales = Vec::with_capacity(c.shape[0]);
-        let mut q = Vec::with_capacity(c.weight.len());
-        for row in c.weight.chunks(per_out) {
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            scales.push(scale);
-            q.extend(
-                row.iter()
-                    .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8),
-            );
-        }
-        let weight_name = format!("{name}.weight_quantized");
-        let scale_name = format!("{name}.weight_scale");
-        let zero_name = format!("{name}.weight_zero_point");
-        self.graph
-            .initializer
-            .push(TensorProto::int8(&weight_name, &c.shape, &q));
-        self.graph
-            .initializer
-            .push(TensorProto::float(&scale_name, &[c.shape[0]], &scales));
-        self.graph.initializer.push(TensorProto::int8(
-            &zero_name,
-            &[c.shape[0]],
-            &vec![0; c.shape[0]],
-        ));
-        self.node(
-            "DequantizeLinear",
-            &format!("{name}.weight_dequantize"),
-            &[&weight_name, &scale_name, &zero_name],
-            vec![AttributeProto::int("axis", 0)],
-        )
+        self.node("Conv", name, &[input, &weight_name, &bias_name], attributes)
     }
 }
 
 /// The network as an ONNX model: input `input` `[N, 3, H, W]` (dynamic N),
-/// output `logits` `[N, classes]`, opset 17. With `quant`, every convolution
-/// reads QDQ int8 activations and per-channel int8 weights.
-pub fn to_onnx(
-    model: &ResNet,
-    input_size: [usize; 2],
-    quant: Option<&ActivationScales>,
-) -> Result<Vec<u8>> {
+/// output `logits` `[N, classes]`, opset 17 (int8: [`crate::quantize`]).
+pub fn to_onnx(model: &ResNet, input_size: [usize; 2]) -> Result<Vec<u8>> {
     let model = model.valid();
     let mut b = Builder {
         graph: GraphProto {
             name: "resnet18".into(),
             ..Default::default()
         },
-        quant,
     };
     let stem = fold(&model.conv1, &model.bn1)?;
-    let mut x = b.conv("conv1", INPUT, &stem)?;
+    let mut x = b.conv("conv1", INPUT, &stem);
     x = b.node("Relu", "relu", &[&x], vec![]);
     if model.maxpool.is_some() {
         x = b.node(
@@ -245,12 +151,12 @@ pub fn to_onnx(
         for (i, block) in blocks.iter().enumerate() {
             let p = format!("layer{}.{i}", layer + 1);
             let identity = match &block.downsample {
-                Some(d) => b.conv(&format!("{p}.downsample.0"), &x, &fold(&d.conv, &d.bn)?)?,
+                Some(d) => b.conv(&format!("{p}.downsample.0"), &x, &fold(&d.conv, &d.bn)?),
                 None => x.clone(),
             };
-            let y = b.conv(&format!("{p}.conv1"), &x, &fold(&block.conv1, &block.bn1)?)?;
+            let y = b.conv(&format!("{p}.conv1"), &x, &fold(&block.conv1, &block.bn1)?);
             let y = b.node("Relu", &format!("{p}.relu1"), &[&y], vec![]);
-            let y = b.conv(&format!("{p}.conv2"), &y, &fold(&block.conv2, &block.bn2)?)?;
+            let y = b.conv(&format!("{p}.conv2"), &y, &fold(&block.conv2, &block.bn2)?);
             let y = b.node("Add", &format!("{p}.add"), &[&y, &identity], vec![]);
             x = b.node("Relu", &format!("{p}.relu2"), &[&y], vec![]);
         }
@@ -318,29 +224,6 @@ pub fn to_onnx(
         ..Default::default()
     };
     Ok(proto.encode_to_vec())
-}
-
-/// The names of the tensors entering the convolutions, in graph order; the
-/// keys calibration must provide scales for.
-pub fn conv_inputs(model: &ResNet) -> Vec<String> {
-    let mut names = vec![INPUT.to_string()];
-    let mut x = if model.maxpool.is_some() {
-        "maxpool.out".to_string()
-    } else {
-        "relu.out".to_string()
-    };
-    for (layer, blocks) in [&model.layer1, &model.layer2, &model.layer3, &model.layer4]
-        .into_iter()
-        .enumerate()
-    {
-        for i in 0..blocks.len() {
-            let p = format!("layer{}.{i}", layer + 1);
-            names.push(x.clone());
-            names.push(format!("{p}.relu1.out"));
-            x = format!("{p}.relu2.out");
-        }
-    }
-    names
 }
 
 /// What `export_to_repository` writes.

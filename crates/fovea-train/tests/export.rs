@@ -30,7 +30,7 @@ fn burn_logits(model: &ResNet, input: &[f32], shape: [usize; 4]) -> Vec<f32> {
 }
 
 fn assert_parity(model: &ResNet, input: &[f32], shape: [usize; 4], reference: Option<&[f32]>) {
-    let onnx = to_onnx(model, [shape[2], shape[3]], None).unwrap();
+    let onnx = to_onnx(model, [shape[2], shape[3]]).unwrap();
     let want = burn_logits(model, input, shape);
     if let Some(reference) = reference {
         let diff = max_abs_diff(&want, reference);
@@ -69,7 +69,7 @@ fn exported_torchvision_stem_network_matches_pytorch_under_both_backends() {
 #[test]
 fn exported_graph_accepts_any_batch_size() {
     let model = pth::import(&fixture("resnet18-cifar-w4-c3.pth"), &Device::flex()).unwrap();
-    let onnx = to_onnx(&model, [16, 16], None).unwrap();
+    let onnx = to_onnx(&model, [16, 16]).unwrap();
     let input = read_f32(&fixture("resnet18-cifar-w4-c3.input.f32"));
     let one = run_onnx(BackendChoice::Tract, &onnx, &input[..768], [1, 3, 16, 16]);
     let two = run_onnx(BackendChoice::Tract, &onnx, &input, [2, 3, 16, 16]);
@@ -80,7 +80,7 @@ fn exported_graph_accepts_any_batch_size() {
 #[test]
 fn repository_entry_has_a_valid_config_labels_and_a_versioned_model() {
     let model = pth::import(&fixture("resnet18-cifar-w4-c3.pth"), &Device::flex()).unwrap();
-    let onnx = to_onnx(&model, [32, 32], None).unwrap();
+    let onnx = to_onnx(&model, [32, 32]).unwrap();
     let repo = tempfile::tempdir().unwrap();
     let classes: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
     let p = fovea_core::PreprocessConfig::cifar10();
@@ -104,7 +104,7 @@ fn repository_entry_has_a_valid_config_labels_and_a_versioned_model() {
 fn int8_qdq_export_stays_close_to_float_under_onnxruntime() {
     use fovea_train::augment::{Augment, Normalize, make_batch};
     use fovea_train::data::Dataset;
-    use fovea_train::quantize::calibrate;
+    use fovea_train::quantize::quantize_int8;
     use rand::RngExt;
     use rand::SeedableRng;
     use rand::rngs::ChaCha8Rng;
@@ -124,9 +124,9 @@ fn int8_qdq_export_stays_close_to_float_under_onnxruntime() {
     )
     .unwrap();
     let normalize = Normalize::cifar10();
-    let scales = calibrate(&model, &data, &normalize, [16, 16], n, &device);
-    assert_eq!(scales.len(), fovea_train::export::conv_inputs(&model).len());
-    let int8 = to_onnx(&model, [16, 16], Some(&scales)).unwrap();
+    let fp32 = to_onnx(&model, [16, 16]).unwrap();
+    let int8 = quantize_int8(&fp32, &data, &normalize, [16, 16], n, &device).unwrap();
+    assert!(fovea_engine::quantize::is_quantized(&int8).unwrap());
     let indices: Vec<usize> = (0..16).collect();
     let batch = make_batch(&data, &indices, &Augment::none(), &normalize, &mut rng);
     let shape = [16, 3, 16, 16];
