@@ -60,8 +60,13 @@ struct Shared {
     metrics: Metrics,
 }
 
-/// Metric handles, labelled once with model and version.
+/// Metric handles, labelled once with model and version when the version
+/// loads: the process's recorder must be installed by then (`fovea serve`
+/// installs it before starting the engine).
 struct Metrics {
+    /// Filled by the caller (the server decodes before submitting), through [`Slot`].
+    decode_wait: Histogram,
+    preprocess: Histogram,
     queue_wait: Histogram,
     inference: Histogram,
     batch_size: Histogram,
@@ -83,6 +88,8 @@ impl Metrics {
             metrics::counter!("fovea_requests_dropped_total", &labels)
         };
         Self {
+            decode_wait: metrics::histogram!("fovea_decode_wait_seconds", &labels),
+            preprocess: metrics::histogram!("fovea_preprocess_seconds", &labels),
             queue_wait: metrics::histogram!("fovea_queue_wait_seconds", &labels),
             inference: metrics::histogram!("fovea_inference_seconds", &labels),
             batch_size: metrics::histogram!("fovea_batch_size", &labels),
@@ -111,6 +118,18 @@ impl Shared {
 pub(crate) struct Slot {
     shared: std::sync::Arc<Shared>,
     items: usize,
+}
+
+impl Slot {
+    /// Records how long the admitted request waited for a decode thread.
+    pub(crate) fn record_decode_wait(&self, waited: Duration) {
+        self.shared.metrics.decode_wait.record(waited.as_secs_f64());
+    }
+
+    /// Records how long decoding and preprocessing the request took.
+    pub(crate) fn record_preprocess(&self, took: Duration) {
+        self.shared.metrics.preprocess.record(took.as_secs_f64());
+    }
 }
 
 impl Drop for Slot {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fovea_core::{Labels, ModelConfig, Tensor};
 use tokio::sync::oneshot;
@@ -154,6 +154,18 @@ impl Admission {
         self.deadline
     }
 
+    /// Records, in the version's `fovea_decode_wait_seconds`, how long the
+    /// request waited for a decode thread.
+    pub fn record_decode_wait(&self, waited: Duration) {
+        self.slot.record_decode_wait(waited);
+    }
+
+    /// Records, in the version's `fovea_preprocess_seconds`, how long
+    /// decoding and preprocessing took.
+    pub fn record_preprocess(&self, took: Duration) {
+        self.slot.record_preprocess(took);
+    }
+
     /// Runs `input` ([n, ...], n = the admitted rows) through the batcher.
     pub async fn infer(self, input: Tensor) -> Result<Tensor, EngineError> {
         let Self {
@@ -191,34 +203,26 @@ pub(crate) async fn load_version(spec: VersionSpec) -> Result<LoadedVersion, Str
             let spec = thread_spec;
             let instances = spec.instances.max(1);
             let threads = (spec.threads / instances).max(1);
-            let mut backends = Vec::with_capacity(instances);
-            let mut served = None;
-            for _ in 0..instances {
-                match prepare_instance(&spec, threads) {
-                    Ok((backend, config, classes)) => {
-                        backends.push(backend);
-                        served = Some((config, classes));
-                    }
-                    Err(reason) => {
-                        let _ = ready_tx.send(Err(reason));
-                        return;
-                    }
+            // Every instance is checked and warmed up before the version is ready.
+            let prepared = prepare_instance(&spec, threads).and_then(|(own, config, classes)| {
+                let others = (1..instances)
+                    .map(|_| prepare_instance(&spec, threads).map(|(backend, ..)| backend))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((own, others, config, classes))
+            });
+            let (mut own, others, config, classes) = match prepared {
+                Ok(prepared) => prepared,
+                Err(reason) => {
+                    let _ = ready_tx.send(Err(reason));
+                    return;
                 }
-            }
-            let Some((config, classes)) = served else {
-                return;
             };
             let batching = config.batching.clone();
-            let name = backends.first().map_or("none", |b| b.name());
-            if ready_tx.send(Ok((config, classes, name))).is_err() {
+            if ready_tx.send(Ok((config, classes, own.name()))).is_err() {
                 return;
             }
-            let mut backends = backends.into_iter();
-            let Some(mut own) = backends.next() else {
-                return;
-            };
             std::thread::scope(|scope| {
-                for (index, mut backend) in backends.enumerate() {
+                for (index, mut backend) in others.into_iter().enumerate() {
                     let (worker, batching) = (worker.clone(), &batching);
                     let spawned = std::thread::Builder::new()
                         .name(format!("fovea-{}-v{}-{}", spec.name, spec.version, index + 1))

@@ -13,7 +13,6 @@ use fovea_vision::ImageLimits;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::telemetry::{DECODE_WAIT, PREPROCESS_DURATION};
 
 /// What a request hands the model: encoded images or a ready batch.
 #[derive(Debug)]
@@ -165,10 +164,6 @@ pub async fn image(
         max_bytes: state.limits().max_body_bytes,
         max_pixels: state.limits().max_pixels,
     };
-    let labels = [
-        ("model", model.name().to_string()),
-        ("version", model.version().to_string()),
-    ];
     let waiting = Instant::now();
     let permit = match tokio::time::timeout_at(
         admission.deadline().into(),
@@ -186,7 +181,7 @@ pub async fn image(
         }
         Err(_) => return Err(ApiError::from_fovea(&EngineError::DeadlineExceeded)),
     };
-    metrics::histogram!(DECODE_WAIT, &labels).record(waiting.elapsed().as_secs_f64());
+    admission.record_decode_wait(waiting.elapsed());
     let spec = model.config().preprocess.clone();
     let started = Instant::now();
     let tensor =
@@ -194,7 +189,7 @@ pub async fn image(
             .await
             .map_err(|e| ApiError::new(ErrorKind::Internal, "preprocess_panicked", e.to_string()))?
             .map_err(|e| ApiError::from_fovea(&e))?;
-    metrics::histogram!(PREPROCESS_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    admission.record_preprocess(started.elapsed());
     drop(permit);
     admission
         .infer(tensor)

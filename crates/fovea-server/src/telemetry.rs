@@ -16,10 +16,6 @@ use crate::error::ServerError;
 pub const REQUESTS_TOTAL: &str = "fovea_http_requests_total";
 /// Request latency histogram in seconds, labelled by method, route and status.
 pub const REQUEST_DURATION: &str = "fovea_http_request_duration_seconds";
-/// Time an admitted image waits for a decode thread, by model and version.
-pub const DECODE_WAIT: &str = "fovea_decode_wait_seconds";
-/// Decode + preprocessing time of one image, by model and version.
-pub const PREPROCESS_DURATION: &str = "fovea_preprocess_seconds";
 
 /// Latency buckets in seconds: geometric (×2) from 0.5 ms to about 16 s, so
 /// sub-millisecond health checks and multi-second batches both resolve.

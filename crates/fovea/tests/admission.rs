@@ -40,12 +40,13 @@ async fn a_flood_beyond_the_queue_is_refused_with_503_before_any_decoding() {
     let config_path = repo.path().join("tiny/config.toml");
     let config = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(&config_path, format!("{config}queue_capacity = 2\n")).unwrap();
+    // Before the engine, as `fovea serve` does: versions register their metrics when they load.
+    let metrics = fovea_server::telemetry::install_metrics().unwrap();
     let engine = start_engine(repo.path(), BackendChoice::Tract).await;
     let config = ServerConfig {
         decode_threads: 1,
         ..ServerConfig::default()
     };
-    let metrics = fovea_server::telemetry::install_metrics().unwrap();
     let state = AppState::with_engine(engine, &config)
         .unwrap()
         .with_metrics(metrics);
@@ -76,15 +77,7 @@ async fn a_flood_beyond_the_queue_is_refused_with_503_before_any_decoding() {
     assert!(ok.iter().all(|r| &r.body["predictions"] == first));
 
     // Refused requests were never decoded: one preprocessing per answer.
-    let scrape = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape_metrics().await;
     assert_eq!(preprocess_count(&scrape), ok.len() as u64, "{scrape}");
     let stats = server
         .state

@@ -610,15 +610,7 @@ async fn request_ids_are_generated_or_echoed_and_metrics_count_requests_by_route
     assert_eq!(generated.len(), 36, "{generated}");
     server.post("", "image/png", png(1)).await;
 
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.scrape_metrics().await;
     let line = metrics
         .lines()
         .find(|l| {

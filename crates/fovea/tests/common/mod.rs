@@ -144,15 +144,28 @@ impl TestServer {
         backend: BackendChoice,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> Self {
+        // Before the engine, as `fovea serve` does: versions register their metrics when they load.
+        let metrics = fovea_server::telemetry::install_metrics().unwrap();
         let repo = make_repository();
         let engine = start_engine(repo.path(), backend).await;
         let mut config = ServerConfig::default();
         configure(&mut config);
-        let metrics = fovea_server::telemetry::install_metrics().unwrap();
         let state = AppState::with_engine(engine, &config)
             .unwrap()
             .with_metrics(metrics);
         Self::serve(state, Some(repo), config.shutdown_timeout).await
+    }
+
+    /// The Prometheus exposition text of `/metrics`.
+    pub async fn scrape_metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
