@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use common::*;
 use fovea_core::{PreprocessConfig, Tensor};
 use fovea_engine::quantize::{
-    QuantizeError, QuantizeOptions, compare_backends, is_quantized, ort_kernels, quantize,
+    QuantizeError, QuantizeOptions, QuantizedModel, compare_backends, is_quantized, ort_kernels,
+    quantize,
 };
 use fovea_engine::{BackendChoice, open_backend};
 use fovea_proto::onnx::{ModelProto, data_type};
@@ -22,6 +23,23 @@ fn items(t: &Tensor) -> Vec<Tensor> {
         .collect()
 }
 
+/// The tiny test model quantised with default options, calibrated on 32
+/// items; `None` (having said why) when ONNX Runtime is not available.
+fn quantized_tiny_model() -> Option<QuantizedModel> {
+    if !ort_available() {
+        return None;
+    }
+    let fp32 = std::fs::read(tiny_model()).unwrap();
+    Some(
+        quantize(
+            &fp32,
+            &items(&tiny_input(32, 1)),
+            &QuantizeOptions::default(),
+        )
+        .unwrap(),
+    )
+}
+
 fn write(dir: &Path, bytes: &[u8]) -> PathBuf {
     let path = dir.join("model.onnx");
     std::fs::write(&path, bytes).unwrap();
@@ -30,16 +48,9 @@ fn write(dir: &Path, bytes: &[u8]) -> PathBuf {
 
 #[test]
 fn tiny_model_quantises_to_per_channel_int8_weights() {
-    if !ort_available() {
+    let Some(quantized) = quantized_tiny_model() else {
         return;
-    }
-    let fp32 = std::fs::read(tiny_model()).unwrap();
-    let quantized = quantize(
-        &fp32,
-        &items(&tiny_input(32, 1)),
-        &QuantizeOptions::default(),
-    )
-    .unwrap();
+    };
     let model = ModelProto::decode(quantized.bytes.as_slice()).unwrap();
     let graph = model.graph.unwrap();
     let init = |name: &str| graph.initializer.iter().find(|t| t.name == name);
@@ -85,16 +96,9 @@ fn tiny_model_quantises_to_per_channel_int8_weights() {
 
 #[test]
 fn quantised_tiny_model_runs_on_integer_kernels_and_agrees_with_fp32() {
-    if !ort_available() {
+    let Some(quantized) = quantized_tiny_model() else {
         return;
-    }
-    let fp32 = std::fs::read(tiny_model()).unwrap();
-    let quantized = quantize(
-        &fp32,
-        &items(&tiny_input(32, 1)),
-        &QuantizeOptions::default(),
-    )
-    .unwrap();
+    };
     let kernels = ort_kernels(&quantized.bytes, 1).unwrap();
     eprintln!("ONNX Runtime kernels: {kernels:?}");
     assert_eq!(kernels.get("QLinearConv"), Some(&1), "{kernels:?}");
@@ -114,16 +118,9 @@ fn quantised_tiny_model_runs_on_integer_kernels_and_agrees_with_fp32() {
 
 #[test]
 fn tract_runs_the_quantised_tiny_model() {
-    if !ort_available() {
+    let Some(quantized) = quantized_tiny_model() else {
         return;
-    }
-    let fp32 = std::fs::read(tiny_model()).unwrap();
-    let quantized = quantize(
-        &fp32,
-        &items(&tiny_input(32, 1)),
-        &QuantizeOptions::default(),
-    )
-    .unwrap();
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), &quantized.bytes);
     let mut reference = open_backend(BackendChoice::Tract, &tiny_model(), 1).unwrap();

@@ -136,6 +136,13 @@ pub struct ModelArgs {
     pub instances: Option<usize>,
 }
 
+impl ModelArgs {
+    /// `--threads`, or the available cores when it is not given.
+    pub fn thread_budget(&self) -> usize {
+        self.threads.unwrap_or_else(fovea_core::available_cores)
+    }
+}
+
 /// `fovea serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {

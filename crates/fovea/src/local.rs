@@ -75,7 +75,7 @@ fn single_file(args: &ModelArgs, path: &Path) -> anyhow::Result<ModelSource> {
 
 /// Engine options from the flags.
 pub fn engine_options(args: &ModelArgs, poll_interval_secs: u64) -> EngineOptions {
-    let mut options = EngineOptions {
+    EngineOptions {
         backend: args.backend,
         poll_interval: (poll_interval_secs > 0)
             .then(|| std::time::Duration::from_secs(poll_interval_secs)),
@@ -86,12 +86,8 @@ pub fn engine_options(args: &ModelArgs, poll_interval_secs: u64) -> EngineOption
             timeout_ms: args.request_timeout_ms,
         },
         instances: args.instances,
-        ..EngineOptions::default()
-    };
-    if let Some(threads) = args.threads {
-        options.threads = threads;
+        threads: args.thread_budget(),
     }
-    options
 }
 
 /// Logs what the engine loaded (and what failed, with why).

@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
         other => other,
     };
     if let Command::Serve(args) = &command {
-        serve::bound_malloc_arenas(args.model.threads);
+        serve::bound_malloc_arenas(args.model.thread_budget());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -30,29 +30,24 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
             ..UrlFetchConfig::default()
         },
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
-        decode_threads: args.decode_threads.unwrap_or_else(|| {
-            decode_threads_for(
-                args.model
-                    .threads
-                    .unwrap_or_else(fovea_core::available_cores),
-            )
-        }),
+        decode_threads: args
+            .decode_threads
+            .unwrap_or_else(|| decode_threads_for(args.model.thread_budget())),
     }
 }
 
 /// Caps glibc's malloc arenas at the thread budget (at least two). By default every
 /// thread that allocates may get its own arena (up to eight per core), and ONNX
 /// Runtime's workers, the batcher and tokio's workers each kept tens of MiB freed
-/// after warm-up: serving ResNet-18 at concurrency 16, peak RSS fell from 447 to
-/// 263 MiB with unchanged throughput (BENCHMARKS.md). Must run before the runtime
+/// after warm-up: serving ResNet-18 at concurrency 16, peak RSS fell from 428 to
+/// 271 MiB with unchanged throughput (BENCHMARKS.md, "Memory"). Must run before the runtime
 /// starts its threads. An explicit `MALLOC_ARENA_MAX` in the environment wins.
-pub fn bound_malloc_arenas(threads: Option<usize>) {
+pub fn bound_malloc_arenas(threads: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
             return;
         }
-        let threads = threads.unwrap_or_else(fovea_core::available_cores);
         let arenas = libc::c_int::try_from(threads.max(2)).unwrap_or(libc::c_int::MAX);
         // SAFETY: mallopt only retunes the allocator; it is called before any other thread exists.
         unsafe {
