@@ -24,3 +24,4 @@ pub use engine::{Engine, EngineOptions, ModelSource, ModelState, ModelStatus};
 pub use error::{BackendError, EngineError};
 pub use model::{Admission, ModelHandle};
 pub use postprocess::{Prediction, classify, softmax};
+pub use repository::model_versions;

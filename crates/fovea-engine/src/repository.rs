@@ -90,6 +90,18 @@ fn is_hidden(path: &Path) -> bool {
         .is_none_or(|n| n.starts_with('.'))
 }
 
+/// The versions of the model in `dir` that hold a `model.onnx`, ascending.
+pub fn model_versions(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut versions: Vec<u64> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("model.onnx").is_file())
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|v| *v > 0)
+        .collect();
+    versions.sort_unstable();
+    Ok(versions)
+}
+
 fn scan_model(dir: &Path, ignored: &mut Vec<PathBuf>) -> ScannedModel {
     let dir_name = dir
         .file_name()

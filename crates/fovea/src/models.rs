@@ -42,13 +42,7 @@ fn describe(dir: &Path) -> anyhow::Result<String> {
     let config = ModelConfig::load(&dir.join("config.toml"))?;
     let dir_name = dir.file_name().unwrap_or_default().to_string_lossy();
     let name = config.name.clone().unwrap_or_else(|| dir_name.into_owned());
-    let mut versions: Vec<u64> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("model.onnx").is_file())
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|v| *v > 0)
-        .collect();
-    versions.sort_unstable();
+    let versions = fovea_engine::model_versions(dir)?;
     if versions.is_empty() {
         bail!(
             "no version directory with a model.onnx (expected {}/1/model.onnx)",

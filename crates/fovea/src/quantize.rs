@@ -201,7 +201,8 @@ fn job(args: &QuantizeArgs) -> anyhow::Result<Job> {
     let dir = args.models.join(name);
     let config = ModelConfig::load(&dir.join("config.toml"))
         .with_context(|| format!("`{name}` is not a valid model of {}", args.models.display()))?;
-    let versions = versions(&dir)?;
+    let versions = fovea_engine::model_versions(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?;
     let Some(&latest) = versions.last() else {
         bail!(
             "{} has no version directory with a model.onnx",
@@ -244,19 +245,6 @@ fn highest_fp32(
         tracing::info!(version = v, "skipping version {v}: quantised already");
     }
     Ok(None)
-}
-
-/// The model's versions that hold a model.onnx, ascending.
-fn versions(dir: &Path) -> anyhow::Result<Vec<u64>> {
-    let mut versions: Vec<u64> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("model.onnx").is_file())
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|v| *v > 0)
-        .collect();
-    versions.sort_unstable();
-    Ok(versions)
 }
 
 /// Writes `bytes` to `path`, never replacing an existing model: a version
