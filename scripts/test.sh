@@ -3,11 +3,14 @@
 #   1. Rust unit and integration tests (both backends, real HTTP and gRPC on loopback);
 #   2. the protocol-compatibility tests: the official Python clients
 #      (tritonclient, tensorflow-serving-api, requests) against a real `fovea serve`.
-# ONNX Runtime and the Python clients are installed into ./.venv on first use.
+# ONNX Runtime and the Python clients are installed into ./.venv on first use,
+# PyTorch's wheel (libtorch, for the trainer) into a shared cache venv
+# (scripts/ensure-torch.sh).
 # Tests that need ../shared (reference models and data) skip, saying why, when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-onnxruntime.sh
+source scripts/ensure-torch.sh
 
 cargo test --workspace --all-features
 

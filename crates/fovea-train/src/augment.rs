@@ -1,17 +1,20 @@
 //! Turning stored 8-bit images into normalised float batches, with the
-//! training-time augmentation (padded random crop, horizontal flip, cutout).
+//! training-time augmentation (padded random translate, horizontal flip,
+//! cutout) done batch-wide on tensors. The random choices (a few numbers per
+//! image) come from a seeded `ChaCha8Rng`, so a batch is a pure function of
+//! (seed, epoch, position) and independent of libtorch's global generator.
 
 use fovea_core::PreprocessConfig;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
-
-use crate::data::Dataset;
+use tch::{Device, Kind, Tensor};
 
 /// Training-time augmentation; `Augment::none()` for evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Augment {
     /// Zero padding (in pixels) around the image before a random crop back to
-    /// the original size; 0 disables the crop.
+    /// the original size, i.e. a random translate by up to this many pixels;
+    /// 0 disables it.
     pub crop_padding: usize,
     /// Mirror left-right with probability ½.
     pub flip: bool,
@@ -21,7 +24,7 @@ pub struct Augment {
 }
 
 impl Augment {
-    /// The standard CIFAR recipe: 4-pixel padded crop and flip.
+    /// The CIFAR recipe: 4-pixel padded crop and flip.
     pub fn cifar() -> Self {
         Self {
             crop_padding: 4,
@@ -56,92 +59,100 @@ impl Normalize {
             std: p.std,
         }
     }
-}
 
-/// A batch ready for the network: NCHW floats and class indices.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    /// `n × 3 × height × width` normalised values.
-    pub images: Vec<f32>,
-    pub labels: Vec<i64>,
-    pub height: usize,
-    pub width: usize,
-}
-
-impl Batch {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// True for a batch without images.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+    /// `[n, 3, h, w]` bytes → normalised float32 on the same device.
+    pub fn apply(&self, images: &Tensor) -> Tensor {
+        let device = images.device();
+        let channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
+        (images.to_kind(Kind::Float) / 255.0 - channel(self.mean)) / channel(self.std)
     }
 }
 
-/// Builds the batch of images `indices` from `data`, augmenting with `rng`.
-pub fn make_batch(
-    data: &Dataset,
-    indices: &[usize],
+/// `[n, 3, h, w]` bytes → augmented, normalised float32 `[n, 3, h, w]`.
+pub fn augment_batch(
+    images: &Tensor,
     augment: &Augment,
     normalize: &Normalize,
     rng: &mut impl RngExt,
-) -> Batch {
-    let [h, w] = data.size();
-    let plane = h * w;
-    let mut images = vec![0f32; indices.len() * 3 * plane];
-    for (slot, &index) in indices.iter().enumerate() {
-        let src = data.image(index);
-        let dst = &mut images[slot * 3 * plane..(slot + 1) * 3 * plane];
-        let pad = augment.crop_padding as i32;
-        let (dy, dx) = if pad > 0 {
-            (
-                rng.random_range(-pad..=pad) as isize,
-                rng.random_range(-pad..=pad) as isize,
-            )
+) -> Tensor {
+    let size = images.size();
+    let (n, h, w) = (size[0], size[2], size[3]);
+    let device = images.device();
+    let pad = augment.crop_padding as i64;
+    let mut rows = Vec::with_capacity(n as usize);
+    let mut cols = Vec::with_capacity(n as usize);
+    let mut flips = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        rows.push(if pad > 0 {
+            rng.random_range(0..=2 * pad)
         } else {
-            (0, 0)
+            0
+        });
+        cols.push(if pad > 0 {
+            rng.random_range(0..=2 * pad)
+        } else {
+            0
+        });
+        flips.push(augment.flip && rng.random_bool(0.5));
+    }
+    let mut x = images.shallow_clone();
+    if pad > 0 || flips.iter().any(|f| *f) {
+        // One gather per axis: output row y of image i reads padded row
+        // y + rows[i]; column x reads padded column (flipped x) + cols[i].
+        let padded = if pad > 0 {
+            images.constant_pad_nd([pad, pad, pad, pad])
+        } else {
+            images.shallow_clone()
         };
-        let flip = augment.flip && rng.random_bool(0.5);
-        for c in 0..3 {
-            let (mean, std) = (normalize.mean[c], normalize.std[c]);
-            for y in 0..h {
-                for x in 0..w {
-                    let sx = if flip { w - 1 - x } else { x } as isize + dx;
-                    let sy = y as isize + dy;
-                    // Padding is black in pixel space, as torchvision's
-                    // RandomCrop(padding=4) pads before ToTensor/Normalize.
-                    let value = if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-                        src[c * plane + sy as usize * w + sx as usize]
-                    } else {
-                        0
-                    };
-                    dst[c * plane + y * w + x] = (f32::from(value) / 255.0 - mean) / std;
-                }
-            }
-        }
-        if augment.cutout > 0 {
-            let cy = rng.random_range(0..h) as isize;
-            let cx = rng.random_range(0..w) as isize;
-            let half = (augment.cutout / 2) as isize;
-            let rows = (cy - half).max(0) as usize
-                ..((cy - half + augment.cutout as isize).min(h as isize)) as usize;
-            let cols = (cx - half).max(0) as usize
-                ..((cx - half + augment.cutout as isize).min(w as isize)) as usize;
-            for c in 0..3 {
-                for y in rows.clone() {
-                    dst[c * plane + y * w + cols.start..c * plane + y * w + cols.end].fill(0.0);
-                }
-            }
-        }
+        let along = |len: i64| Tensor::arange(len, (Kind::Int64, device)).view([1, len]);
+        let offsets = |v: &[i64]| Tensor::from_slice(v).to_device(device).view([n, 1]);
+        let flip = Tensor::from_slice(&flips).to_device(device).view([n, 1]);
+        let ys = along(h) + offsets(&rows);
+        let xs =
+            along(w).where_self(&flip.logical_not(), &(along(w).neg() + (w - 1))) + offsets(&cols);
+        let padded_w = padded.size()[3];
+        x = padded
+            .gather(
+                2,
+                &ys.view([n, 1, h, 1]).expand([n, 3, h, padded_w], false),
+                false,
+            )
+            .gather(3, &xs.view([n, 1, 1, w]).expand([n, 3, h, w], false), false);
     }
-    Batch {
-        images,
-        labels: indices.iter().map(|&i| data.label(i) as i64).collect(),
-        height: h,
-        width: w,
+    let mut x = normalize.apply(&x);
+    if augment.cutout > 0 {
+        let side = augment.cutout as i64;
+        let (mut top, mut left) = (
+            Vec::with_capacity(n as usize),
+            Vec::with_capacity(n as usize),
+        );
+        for _ in 0..n {
+            top.push(rng.random_range(0..h) - side / 2);
+            left.push(rng.random_range(0..w) - side / 2);
+        }
+        let inside = |len: i64, starts: &[i64]| {
+            let at = Tensor::arange(len, (Kind::Int64, device)).view([1, len]);
+            let start = Tensor::from_slice(starts).to_device(device).view([n, 1]);
+            at.ge_tensor(&start)
+                .logical_and(&at.lt_tensor(&(start + side)))
+        };
+        let mask = inside(h, &top)
+            .view([n, 1, h, 1])
+            .logical_and(&inside(w, &left).view([n, 1, 1, w]));
+        x = x.masked_fill(&mask, 0.0);
     }
+    x
+}
+
+/// The whole dataset as one `[n, 3, h, w]` byte tensor on `device`, and its
+/// labels as int64.
+pub fn to_tensors(data: &crate::data::Dataset, device: Device) -> (Tensor, Tensor) {
+    let [h, w] = data.size();
+    let images = Tensor::from_slice(data.pixels())
+        .view([data.len() as i64, 3, h as i64, w as i64])
+        .to_device(device);
+    let labels: Vec<i64> = data.labels().iter().map(|&l| i64::from(l)).collect();
+    (images, Tensor::from_slice(&labels).to_device(device))
 }
 
 #[cfg(test)]
@@ -150,12 +161,12 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::ChaCha8Rng;
 
-    fn gradient_image() -> Dataset {
-        // One 4×4 image whose red plane counts 0..16 so positions are visible.
+    /// One 4×4 image whose red plane counts 0..16 so positions are visible.
+    fn gradient_image() -> Tensor {
         let mut pixels: Vec<u8> = (0..16).collect();
         pixels.extend([100; 16]);
         pixels.extend([200; 16]);
-        Dataset::new(vec!["a".into()], [4, 4], pixels, vec![0]).unwrap()
+        Tensor::from_slice(&pixels).view([1, 3, 4, 4])
     }
 
     const IDENTITY: Normalize = Normalize {
@@ -163,26 +174,27 @@ mod tests {
         std: [1.0 / 255.0; 3],
     };
 
+    fn red(batch: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(batch.get(0).get(0).flatten(0, -1).round()).unwrap()
+    }
+
     #[test]
     fn without_augmentation_pixels_are_normalised_in_place() {
-        let data = gradient_image();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let batch = make_batch(
-            &data,
-            &[0],
+        let batch = augment_batch(
+            &gradient_image(),
             &Augment::none(),
             &Normalize::cifar10(),
             &mut rng,
         );
-        assert_eq!(batch.images.len(), 48);
+        assert_eq!(batch.size(), [1, 3, 4, 4]);
         let expected = (5.0 / 255.0 - 0.4914) / 0.2470;
-        assert!((batch.images[5] - expected).abs() < 1e-6);
-        assert_eq!(batch.labels, vec![0]);
+        let got = batch.get(0).get(0).get(1).get(1).double_value(&[]);
+        assert!((got - expected).abs() < 1e-6, "{got}");
     }
 
     #[test]
     fn padded_crop_shifts_content_and_fills_with_black() {
-        let data = gradient_image();
         let augment = Augment {
             crop_padding: 2,
             flip: false,
@@ -191,19 +203,26 @@ mod tests {
         let mut shifted = false;
         for seed in 0..20 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let batch = make_batch(&data, &[0], &augment, &IDENTITY, &mut rng);
-            let red: Vec<f32> = batch.images[..16].iter().map(|v| v.round()).collect();
-            // Every value is either black padding or a pixel of the source,
-            // and the source's row-major order is preserved along each row.
-            assert!(red.iter().all(|v| *v >= 0.0 && *v < 16.0));
-            shifted |= red != (0..16).map(|v| v as f32).collect::<Vec<_>>();
+            let values = red(&augment_batch(
+                &gradient_image(),
+                &augment,
+                &IDENTITY,
+                &mut rng,
+            ));
+            // Every value is black padding or a source pixel, and rows keep
+            // the source's left-to-right order.
+            assert!(values.iter().all(|v| (0.0..16.0).contains(v)));
+            for row in values.chunks(4) {
+                let real: Vec<f32> = row.iter().copied().filter(|v| *v > 0.0).collect();
+                assert!(real.windows(2).all(|p| p[1] == p[0] + 1.0), "{values:?}");
+            }
+            shifted |= values != (0..16).map(|v| v as f32).collect::<Vec<_>>();
         }
         assert!(shifted, "20 random crops never moved the image");
     }
 
     #[test]
     fn flip_mirrors_rows() {
-        let data = gradient_image();
         let augment = Augment {
             crop_padding: 0,
             flip: true,
@@ -211,11 +230,12 @@ mod tests {
         };
         let flipped = (0..20).any(|seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let batch = make_batch(&data, &[0], &augment, &IDENTITY, &mut rng);
-            batch.images[..4]
-                .iter()
-                .map(|v| v.round())
-                .collect::<Vec<_>>()
+            red(&augment_batch(
+                &gradient_image(),
+                &augment,
+                &IDENTITY,
+                &mut rng,
+            ))[..4]
                 == [3.0, 2.0, 1.0, 0.0]
         });
         assert!(flipped);
@@ -223,17 +243,42 @@ mod tests {
 
     #[test]
     fn cutout_zeroes_a_square_in_every_channel() {
-        let data = gradient_image();
         let augment = Augment {
             crop_padding: 0,
             flip: false,
             cutout: 2,
         };
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let batch = make_batch(&data, &[0], &augment, &IDENTITY, &mut rng);
-        let green_zeros = batch.images[16..32].iter().filter(|v| **v == 0.0).count();
-        let blue_zeros = batch.images[32..].iter().filter(|v| **v == 0.0).count();
-        assert!((1..=4).contains(&green_zeros), "{green_zeros}");
-        assert_eq!(green_zeros, blue_zeros);
+        let batch = augment_batch(&gradient_image(), &augment, &IDENTITY, &mut rng);
+        let zeros = |c: i64| {
+            batch
+                .get(0)
+                .get(c)
+                .eq(0.0)
+                .sum(Kind::Int64)
+                .int64_value(&[])
+        };
+        assert!((1..=4).contains(&zeros(1)), "{}", zeros(1));
+        assert_eq!(zeros(1), zeros(2));
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_batch() {
+        let augment = Augment {
+            crop_padding: 2,
+            flip: true,
+            cutout: 2,
+        };
+        let images = Tensor::cat(&[gradient_image(), gradient_image().flip([3])], 0);
+        let batch = |seed| {
+            augment_batch(
+                &images,
+                &augment,
+                &IDENTITY,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            )
+        };
+        assert!(batch(7).equal(&batch(7)));
+        assert!(!batch(7).equal(&batch(8)));
     }
 }

@@ -5,20 +5,21 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use burn::tensor::Device;
 use clap::Args;
 use fovea_core::Labels;
 
 use crate::augment::{Augment, Normalize};
+use crate::checkpoint::Network;
 use crate::checkpoint::{self, RunState};
 use crate::data::{self, Dataset};
 use crate::eval::evaluate;
 use crate::export::{serving_config, to_onnx, write_repository_entry};
-use crate::model::{Arch, ResNet};
+use crate::model::Arch;
 use crate::pth;
 use crate::quantize::quantize_int8;
 use crate::schedule::ScheduleKind;
 use crate::svg::confusion_heat_map;
+use crate::torch::{Precision, parse_device};
 use crate::train::{self, Init, RunOptions, TrainConfig};
 
 /// `fovea train`: train a ResNet-18 on CIFAR-10 (binary or ImageFolder).
@@ -60,10 +61,10 @@ pub struct TrainArgs {
     /// Label smoothing of the cross-entropy loss.
     #[arg(long, env = "FOVEA_LABEL_SMOOTHING", default_value_t = 0.1)]
     pub label_smoothing: f64,
-    /// Learning-rate schedule: one-cycle, cosine (with linear warm-up) or constant.
+    /// Learning-rate schedule: one-cycle (cosine up and down), linear (up over the warm-up, then down to 0), cosine (with linear warm-up) or constant.
     #[arg(long, env = "FOVEA_SCHEDULE", default_value = "one-cycle")]
     pub schedule: ScheduleKind,
-    /// Warm-up length in epochs (default: 30% of the run for one-cycle, 1 epoch for cosine).
+    /// Warm-up length in epochs (default: 30% of the run for one-cycle, 20% for linear, 1 epoch for cosine).
     #[arg(long, env = "FOVEA_WARMUP_EPOCHS")]
     pub warmup_epochs: Option<f64>,
     /// Training images held out for validation (model selection, early stopping).
@@ -90,9 +91,12 @@ pub struct TrainArgs {
     /// Return after this many epochs (continue later with --resume).
     #[arg(long, env = "FOVEA_STOP_AFTER")]
     pub stop_after: Option<usize>,
-    /// Start from these weights: a checkpoint directory, its model.bpk, or a PyTorch .pth state_dict.
+    /// Start from these weights: a checkpoint directory (or a file in it), or a PyTorch .pth state_dict.
     #[arg(long, env = "FOVEA_INIT")]
     pub init: Option<PathBuf>,
+    /// With --init: take only the backbone and start a new classifier (needed when the class counts differ).
+    #[arg(long, env = "FOVEA_RESET_HEAD")]
+    pub reset_head: bool,
     /// Train only the classifier (fine-tuning a pretrained backbone).
     #[arg(long, env = "FOVEA_FREEZE_BACKBONE")]
     pub freeze_backbone: bool,
@@ -102,6 +106,13 @@ pub struct TrainArgs {
     /// Compute threads (default: all cores). Fewer leaves room for other work.
     #[arg(long, env = "FOVEA_TRAIN_THREADS")]
     pub threads: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, env = "FOVEA_DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub device: tch::Device,
+    /// Compute precision: fp32, or bf16 (autocast: bfloat16 convolutions on fp32 master weights).
+    /// Default: bf16 where the CPU has native bfloat16 (AVX512-BF16/AMX) or on CUDA, else fp32.
+    #[arg(long, env = "FOVEA_PRECISION")]
+    pub precision: Option<Precision>,
     /// No progress bar (logs one line per epoch instead).
     #[arg(long, env = "FOVEA_NO_PROGRESS")]
     pub no_progress: bool,
@@ -110,9 +121,15 @@ pub struct TrainArgs {
 /// `fovea eval`: top-1, per-class precision/recall and the confusion matrix.
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
-    /// Weights: a checkpoint directory (e.g. runs/x/best), its model.bpk, or a .pth state_dict.
+    /// Weights: a checkpoint directory (e.g. runs/x/best) or a .pth state_dict.
     #[arg(long, env = "FOVEA_CHECKPOINT")]
     pub checkpoint: PathBuf,
+    /// Test-time augmentation: none, or flip (mean of the logits of each image and its mirror).
+    #[arg(long, env = "FOVEA_TTA", default_value = "none", value_parser = ["none", "flip"])]
+    pub tta: String,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, env = "FOVEA_DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub device: tch::Device,
     /// Data directory, as for `fovea train`.
     #[arg(long, env = "FOVEA_DATA")]
     pub data: PathBuf,
@@ -136,7 +153,7 @@ pub struct EvalArgs {
 /// `fovea export`: write a model-repository entry (ONNX + config.toml + labels.txt).
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// Weights: a checkpoint directory (e.g. runs/x/best), its model.bpk, or a .pth state_dict.
+    /// Weights: a checkpoint directory (e.g. runs/x/best) or a .pth state_dict.
     #[arg(long, env = "FOVEA_CHECKPOINT")]
     pub checkpoint: PathBuf,
     /// Model repository root.
@@ -165,30 +182,26 @@ pub struct ExportArgs {
     pub calibration_images: usize,
 }
 
-fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+fn set_threads(threads: Option<usize>) {
     if let Some(n) = threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
-            .context("setting the compute thread count")?;
+        tch::set_num_threads(n.max(1) as i32);
     }
-    Ok(())
 }
 
 /// A network and what is known about how it was trained.
 struct Loaded {
-    model: ResNet,
+    net: Network,
     classes: Vec<String>,
     normalize: Normalize,
     input_size: usize,
     state: Option<RunState>,
 }
 
-fn load_weights(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
+fn load_weights(path: &Path, device: tch::Device) -> anyhow::Result<Loaded> {
     match Init::from_path(path) {
         Init::Pth(path) => {
-            let model = pth::import(&path, device)?;
-            let classes = model.config().num_classes;
+            let net = pth::import(&path, device)?;
+            let classes = net.model.config.num_classes;
             let names = if classes == 10 {
                 Labels::cifar10().as_slice().to_vec()
             } else {
@@ -196,7 +209,7 @@ fn load_weights(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
             };
             Ok(Loaded {
                 input_size: 32,
-                model,
+                net,
                 classes: names,
                 normalize: Normalize::cifar10(),
                 state: None,
@@ -204,9 +217,9 @@ fn load_weights(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
         }
         Init::Checkpoint(path) => {
             let dir = checkpoint::model_dir(&path);
-            let (model, state) = checkpoint::load_model(&dir, device)?;
+            let (net, state) = checkpoint::load_model(&dir, device)?;
             Ok(Loaded {
-                model,
+                net,
                 classes: state.classes.clone(),
                 normalize: state.config.normalize,
                 input_size: state.config.input_size,
@@ -218,10 +231,11 @@ fn load_weights(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
 
 /// Runs `fovea train`.
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
-    set_threads(args.threads)?;
+    set_threads(args.threads);
     let input_size = args.input_size.unwrap_or(args.arch.native_size());
     let warmup = args.warmup_epochs.unwrap_or(match args.schedule {
         ScheduleKind::OneCycle => 0.3 * args.epochs as f64,
+        ScheduleKind::Linear => 0.2 * args.epochs as f64,
         ScheduleKind::Cosine => 1.0,
         ScheduleKind::Constant => 0.0,
     });
@@ -250,6 +264,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         freeze_backbone: args.freeze_backbone,
         max_steps_per_epoch: args.max_steps_per_epoch,
         eval_batch_size: 256,
+        precision: args
+            .precision
+            .unwrap_or_else(|| Precision::default_for(args.device)),
     };
     let loading = std::time::Instant::now();
     let splits = data::load(&args.data, args.val_size, args.seed, [32, 32])?;
@@ -266,10 +283,20 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         out_dir: args.out.clone(),
         resume: args.resume,
         init: args.init.as_deref().map(Init::from_path),
+        reset_head: args.reset_head,
         stop_after: args.stop_after,
         progress: !args.no_progress,
         log_epochs: true,
+        device: args.device,
     };
+    eprintln!(
+        "training {} (width {}) on {:?} in {}, {} compute threads",
+        config.arch,
+        config.width,
+        args.device,
+        config.precision,
+        tch::get_num_threads()
+    );
     let outcome = train::run(&config, &splits, &options)?;
     let s = &outcome.state;
     eprintln!(
@@ -289,9 +316,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 
 /// Runs `fovea eval`.
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
-    set_threads(args.threads)?;
-    let device = Device::flex();
-    let loaded = load_weights(&args.checkpoint, &device)?;
+    set_threads(args.threads);
+    let loaded = load_weights(&args.checkpoint, args.device)?;
     let (val_size, seed) = match &loaded.state {
         Some(s) => (args.val_size.unwrap_or(s.config.val_size), s.config.seed),
         None => (args.val_size.unwrap_or(5000), 0),
@@ -310,15 +336,29 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
             loaded.classes
         );
     }
-    let report = evaluate(
-        &loaded.model,
-        &data,
-        &loaded.normalize,
-        [loaded.input_size; 2],
-        args.batch_size,
-        &device,
-    );
-    let text = report.to_text();
+    let run = |flip_tta| {
+        evaluate(
+            &loaded.net.model,
+            &data,
+            &loaded.normalize,
+            [loaded.input_size; 2],
+            args.batch_size,
+            flip_tta,
+        )
+    };
+    let plain = run(false);
+    let (report, mut text) = if args.tta == "flip" {
+        let flipped = run(true);
+        let header = format!(
+            "test-time augmentation: flip (mean logits of each image and its mirror): top-1 {:.2}% (without: {:.2}%)\n\n",
+            100.0 * flipped.accuracy(),
+            100.0 * plain.accuracy()
+        );
+        (flipped, header)
+    } else {
+        (plain, String::new())
+    };
+    text.push_str(&report.to_text());
     print!("{text}");
     if let Some(out) = &args.out {
         fs::create_dir_all(out).with_context(|| out.display().to_string())?;
@@ -338,21 +378,20 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
 
 /// Runs `fovea export`.
 pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
-    let device = Device::flex();
-    let loaded = load_weights(&args.checkpoint, &device)?;
+    let loaded = load_weights(&args.checkpoint, tch::Device::Cpu)?;
     let input_size = args.input_size.unwrap_or(loaded.input_size);
     let classes = match &args.labels {
         Some(path) => Labels::load(path)?.as_slice().to_vec(),
         None => loaded.classes.clone(),
     };
-    let num_classes = loaded.model.config().num_classes;
+    let num_classes = loaded.net.model.config.num_classes;
     if classes.len() != num_classes {
         bail!(
             "{} labels for a network with {num_classes} outputs",
             classes.len()
         );
     }
-    let fp32 = to_onnx(&loaded.model, [input_size; 2])?;
+    let fp32 = to_onnx(&loaded.net.model, [input_size; 2])?;
     let (onnx, int8) = match args.quantize.as_deref() {
         None | Some("none") => (fp32, false),
         Some("int8") => {
@@ -372,7 +411,6 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
                 &loaded.normalize,
                 [input_size; 2],
                 args.calibration_images,
-                &device,
             )?;
             (int8, true)
         }
@@ -384,7 +422,7 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     };
     let description = format!(
         "{} ({} classes, {}×{} input{}), exported by fovea-train from {}",
-        loaded.model.config().arch,
+        loaded.net.model.config.arch,
         num_classes,
         input_size,
         input_size,

@@ -88,6 +88,11 @@ impl Dataset {
         self.labels[i] as usize
     }
 
+    /// All images' bytes, `len × 3 × height × width`, image after image.
+    pub fn pixels(&self) -> &[u8] {
+        &self.pixels
+    }
+
     /// All class indices in order.
     pub fn labels(&self) -> &[u32] {
         &self.labels

@@ -32,6 +32,9 @@ pub enum TrainError {
     /// The network could not be written as ONNX.
     #[error("export: {0}")]
     Export(String),
+    /// libtorch refused an operation (out of memory, a device it lacks, ...).
+    #[error("libtorch: {0}")]
+    Torch(String),
 }
 
 impl TrainError {
@@ -52,9 +55,10 @@ impl FoveaError for TrainError {
             TrainError::Data { .. } | TrainError::Image { .. } | TrainError::Import { .. } => {
                 ErrorKind::InvalidInput
             }
-            TrainError::Io { .. } | TrainError::Checkpoint { .. } | TrainError::Export(_) => {
-                ErrorKind::Internal
-            }
+            TrainError::Io { .. }
+            | TrainError::Checkpoint { .. }
+            | TrainError::Export(_)
+            | TrainError::Torch(_) => ErrorKind::Internal,
         }
     }
 
@@ -67,6 +71,7 @@ impl FoveaError for TrainError {
             TrainError::Checkpoint { .. } => "checkpoint_failed",
             TrainError::Invalid(_) => "invalid_option",
             TrainError::Export(_) => "export_failed",
+            TrainError::Torch(_) => "torch_failed",
         }
     }
 }

@@ -3,30 +3,35 @@
 
 use std::fmt::Write as _;
 
-use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
-use rand::SeedableRng;
-use rand::rngs::ChaCha8Rng;
 use serde::Serialize;
+use tch::{Kind, Tensor};
 
-use crate::augment::{Augment, Normalize, make_batch};
+use crate::augment::{Normalize, to_tensors};
 use crate::data::Dataset;
 use crate::model::ResNet;
 
 /// Resizes a batch to the network's input size when they differ (CIFAR
 /// images fed to the 224×224 torchvision stem); bilinear, half-pixel centres.
-pub fn fit_input(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    if [h, w] == size {
-        return x;
+pub fn fit_input(x: &Tensor, [h, w]: [usize; 2]) -> Tensor {
+    let size = x.size();
+    if size[2..] == [h as i64, w as i64] {
+        return x.shallow_clone();
     }
-    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-    burn::tensor::module::interpolate(
-        x,
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(false)
-            .with_output_size(size),
-    )
+    x.upsample_bilinear2d([h as i64, w as i64], false, None, None)
+}
+
+/// Logits of `model` in inference mode for normalised `x`; with `flip_tta`,
+/// the mean of the logits of `x` and of its mirror image.
+pub fn predict(model: &ResNet, x: &Tensor, input_size: [usize; 2], flip_tta: bool) -> Tensor {
+    tch::no_grad(|| {
+        let x = fit_input(x, input_size);
+        let logits = model.forward(&x, false);
+        if flip_tta {
+            (logits + model.forward(&x.flip([3]), false)) / 2.0
+        } else {
+            logits
+        }
+    })
 }
 
 /// Outcome of evaluating a classifier on a labelled set.
@@ -125,34 +130,33 @@ impl EvalReport {
 
 /// Evaluates `model` on all of `data` in inference mode (running BatchNorm
 /// statistics, no autodiff), feeding it `input_size` images.
+/// Runs `model` over `data` without augmentation (in inference mode), in
+/// batches of `batch_size` on the model's device; `flip_tta` averages each
+/// image's logits with its mirror image's.
 pub fn evaluate(
     model: &ResNet,
     data: &Dataset,
     normalize: &Normalize,
     input_size: [usize; 2],
     batch_size: usize,
-    device: &Device,
+    flip_tta: bool,
 ) -> EvalReport {
-    let model = model.valid();
-    let device = device.clone().without_autodiff();
     let n = data.classes().len();
     let mut confusion = vec![vec![0u64; n]; n];
     let mut loss_sum = 0f64;
-    let indices: Vec<usize> = (0..data.len()).collect();
-    // Evaluation never augments, so the generator is never drawn from.
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let batch = make_batch(data, chunk, &Augment::none(), normalize, &mut rng);
-        let x = Tensor::<4>::from_data(
-            TensorData::new(batch.images, [chunk.len(), 3, batch.height, batch.width]),
-            &device,
-        );
-        let logits: Vec<f32> = model
-            .forward(fit_input(x, input_size))
-            .into_data()
-            .try_to_vec::<f32>()
+    let device = model.fc.ws.device();
+    let (images, labels) = to_tensors(data, device);
+    let batch = batch_size.max(1) as i64;
+    for start in (0..data.len() as i64).step_by(batch as usize) {
+        let len = batch.min(data.len() as i64 - start);
+        let x = normalize.apply(&images.narrow(0, start, len));
+        let logits = predict(model, &x, input_size, flip_tta)
+            .to_kind(Kind::Float)
+            .to_device(tch::Device::Cpu);
+        let rows = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap_or_default();
+        let truth = Vec::<i64>::try_from(labels.narrow(0, start, len).to_device(tch::Device::Cpu))
             .unwrap_or_default();
-        for (row, &label) in logits.chunks(n).zip(&batch.labels) {
+        for (row, &label) in rows.chunks(n).zip(&truth) {
             let (loss, predicted) = cross_entropy_row(row, label as usize);
             loss_sum += loss;
             confusion[label as usize][predicted] += 1;

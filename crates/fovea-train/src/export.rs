@@ -6,19 +6,16 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use burn::nn::BatchNorm;
-use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
 use fovea_core::{ModelConfig, OutputConfig, PreprocessConfig, Resize};
 use fovea_proto::onnx::{
     AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     ValueInfoProto,
 };
 use prost::Message;
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TrainError};
-use crate::model::ResNet;
+use crate::model::{BN_EPS, ConvBn, ResNet};
 
 /// ONNX operator set the graph targets.
 pub const OPSET: i64 = 17;
@@ -27,11 +24,14 @@ pub const INPUT: &str = "input";
 /// Name of the graph output, `[N, classes]`.
 pub const OUTPUT: &str = "logits";
 
-fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| TrainError::Export(format!("reading weights: {e:?}")))
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    Vec::<f32>::try_from(
+        t.detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .flatten(0, -1),
+    )
+    .map_err(|e| TrainError::Export(format!("reading weights: {e}")))
 }
 
 /// A convolution with its BatchNorm folded in: `W' = W·s`, `b' = β - μ·s`
@@ -45,33 +45,41 @@ pub struct FoldedConv {
     pub pad: usize,
 }
 
-/// Folds `bn` into `conv`.
-pub fn fold(conv: &Conv2d, bn: &BatchNorm) -> Result<FoldedConv> {
-    let shape = conv.weight.dims();
-    let mut weight = values(conv.weight.val())?;
-    let gamma = values(bn.gamma.val())?;
-    let beta = values(bn.beta.val())?;
-    let mean = values(bn.running_mean.value())?;
-    let var = values(bn.running_var.value())?;
+/// Folds a convolution's BatchNorm into it.
+pub fn fold(unit: &ConvBn) -> Result<FoldedConv> {
+    let (conv, bn) = (&unit.conv, &unit.bn);
+    let dims = conv.ws.size();
+    let [o, i, kh, kw] = dims[..] else {
+        return Err(TrainError::Export(format!(
+            "convolution weight of shape {dims:?}"
+        )));
+    };
+    let shape = [o as usize, i as usize, kh as usize, kw as usize];
+    let mut weight = values(&conv.ws)?;
+    let (Some(gamma), Some(beta)) = (&bn.ws, &bn.bs) else {
+        return Err(TrainError::Export(
+            "BatchNorm without affine parameters".into(),
+        ));
+    };
+    let gamma = values(gamma)?;
+    let beta = values(beta)?;
+    let mean = values(&bn.running_mean)?;
+    let var = values(&bn.running_var)?;
     let per_out = weight.len() / shape[0];
     let mut bias = Vec::with_capacity(shape[0]);
     for o in 0..shape[0] {
-        let scale = f64::from(gamma[o]) / (f64::from(var[o]) + bn.epsilon).sqrt();
+        let scale = f64::from(gamma[o]) / (f64::from(var[o]) + BN_EPS).sqrt();
         for w in &mut weight[o * per_out..(o + 1) * per_out] {
             *w = (f64::from(*w) * scale) as f32;
         }
         bias.push((f64::from(beta[o]) - f64::from(mean[o]) * scale) as f32);
     }
-    let pad = match conv.padding {
-        burn::nn::PaddingConfig2d::Explicit(top, ..) => top,
-        _ => 0,
-    };
     Ok(FoldedConv {
         weight,
         bias,
         shape,
-        stride: conv.stride[0],
-        pad,
+        stride: unit.stride as usize,
+        pad: unit.pad as usize,
     })
 }
 
@@ -122,17 +130,16 @@ impl Builder {
 /// The network as an ONNX model: input `input` `[N, 3, H, W]` (dynamic N),
 /// output `logits` `[N, classes]`, opset 17 (int8: [`crate::quantize`]).
 pub fn to_onnx(model: &ResNet, input_size: [usize; 2]) -> Result<Vec<u8>> {
-    let model = model.valid();
     let mut b = Builder {
         graph: GraphProto {
             name: "resnet18".into(),
             ..Default::default()
         },
     };
-    let stem = fold(&model.conv1, &model.bn1)?;
+    let stem = fold(&model.stem)?;
     let mut x = b.conv("conv1", INPUT, &stem);
     x = b.node("Relu", "relu", &[&x], vec![]);
-    if model.maxpool.is_some() {
+    if model.config.arch == crate::model::Arch::Resnet18 {
         x = b.node(
             "MaxPool",
             "maxpool",
@@ -151,12 +158,12 @@ pub fn to_onnx(model: &ResNet, input_size: [usize; 2]) -> Result<Vec<u8>> {
         for (i, block) in blocks.iter().enumerate() {
             let p = format!("layer{}.{i}", layer + 1);
             let identity = match &block.downsample {
-                Some(d) => b.conv(&format!("{p}.downsample.0"), &x, &fold(&d.conv, &d.bn)?),
+                Some(d) => b.conv(&format!("{p}.downsample.0"), &x, &fold(d)?),
                 None => x.clone(),
             };
-            let y = b.conv(&format!("{p}.conv1"), &x, &fold(&block.conv1, &block.bn1)?);
+            let y = b.conv(&format!("{p}.conv1"), &x, &fold(&block.conv1)?);
             let y = b.node("Relu", &format!("{p}.relu1"), &[&y], vec![]);
-            let y = b.conv(&format!("{p}.conv2"), &y, &fold(&block.conv2, &block.bn2)?);
+            let y = b.conv(&format!("{p}.conv2"), &y, &fold(&block.conv2)?);
             let y = b.node("Add", &format!("{p}.add"), &[&y, &identity], vec![]);
             x = b.node("Relu", &format!("{p}.relu2"), &[&y], vec![]);
         }
@@ -168,23 +175,18 @@ pub fn to_onnx(model: &ResNet, input_size: [usize; 2]) -> Result<Vec<u8>> {
         &[&x],
         vec![AttributeProto::int("axis", 1)],
     );
-    // burn stores `fc.weight` as [in, out]; Gemm with transB reads torchvision's [out, in].
-    let [inputs, classes] = model.fc.weight.dims();
-    let w = values(model.fc.weight.val())?;
-    let mut transposed = vec![0f32; w.len()];
-    for i in 0..inputs {
-        for o in 0..classes {
-            transposed[o * inputs + i] = w[i * classes + o];
-        }
-    }
-    let bias = match &model.fc.bias {
-        Some(bias) => values(bias.val())?,
+    // `fc.weight` is [out, in], as torchvision's: Gemm reads it with transB.
+    let fc_dims = model.fc.ws.size();
+    let (classes, inputs) = (fc_dims[0] as usize, fc_dims[1] as usize);
+    let fc_weight = values(&model.fc.ws)?;
+    let bias = match &model.fc.bs {
+        Some(bias) => values(bias)?,
         None => vec![0.0; classes],
     };
     b.graph.initializer.push(TensorProto::float(
         "fc.weight",
         &[classes, inputs],
-        &transposed,
+        &fc_weight,
     ));
     b.graph
         .initializer

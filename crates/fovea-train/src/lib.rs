@@ -1,4 +1,4 @@
-//! fovea-train: ResNet-18 definitions on burn, CIFAR-10 and ImageFolder data,
+//! fovea-train: ResNet-18 definitions on libtorch (`tch`), CIFAR-10 and ImageFolder data,
 //! the training loop with checkpoints, evaluation, PyTorch `.pth` import and
 //! ONNX export into a fovea model repository.
 
@@ -17,7 +17,10 @@ pub mod pth;
 pub mod quantize;
 pub mod schedule;
 pub mod svg;
+pub mod torch;
 pub mod train;
 
+pub use checkpoint::Network;
 pub use error::{Result, TrainError};
 pub use model::{Arch, ResNet, ResNetConfig};
+pub use torch::Precision;

@@ -1,17 +1,14 @@
-//! ResNet-18 in burn, in the two stems fovea trains (CIFAR 3×3 and torchvision
-//! 7×7 + max-pool), with torchvision's structure so that a PyTorch
-//! `state_dict` maps onto it parameter for parameter.
+//! ResNet-18 on libtorch, in the two stems fovea trains (CIFAR 3×3 and
+//! torchvision 7×7 + max-pool). Variables live in a `VarStore` under
+//! torchvision's names (`layer2.0.downsample.0.weight`, `bn1.running_mean`,
+//! `fc.bias`), so a PyTorch `state_dict` maps onto it name for name.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::module::{Initializer, Module};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Kind, Tensor};
 
 /// Which stem (first layers) the network has; everything after it is identical.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,137 +85,167 @@ impl ResNetConfig {
         Self { width, ..self }
     }
 
-    /// Builds a freshly initialised network the way torchvision does: Kaiming
-    /// normal (fan-out, ReLU gain) convolutions, BatchNorm γ=1 β=0.
-    pub fn init(&self, device: &Device) -> ResNet {
-        let w = self.width;
-        let (conv1, maxpool) = match self.arch {
-            Arch::Resnet18Cifar => (conv(3, w, 3, 1, 1, device), None),
-            Arch::Resnet18 => (
-                conv(3, w, 7, 2, 3, device),
-                Some(
-                    MaxPool2dConfig::new([3, 3])
-                        .with_strides([2, 2])
-                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                        .init(),
-                ),
-            ),
+    /// Creates the network's variables under `root`, initialised the way
+    /// torchvision does: Kaiming normal (fan-out, ReLU gain) convolutions,
+    /// BatchNorm γ=1 β=0, PyTorch's default `Linear` initialisation. The
+    /// draws come from libtorch's generator (`tch::manual_seed`).
+    pub fn build(&self, root: &nn::Path) -> ResNet {
+        let w = self.width as i64;
+        let (stem_kernel, stem_stride, stem_pad) = match self.arch {
+            Arch::Resnet18Cifar => (3, 1, 1),
+            Arch::Resnet18 => (7, 2, 3),
         };
         ResNet {
-            conv1,
-            bn1: bn(w, device),
-            maxpool,
-            layer1: stage(w, w, 1, device),
-            layer2: stage(w, 2 * w, 2, device),
-            layer3: stage(2 * w, 4 * w, 2, device),
-            layer4: stage(4 * w, 8 * w, 2, device),
-            avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
-            fc: LinearConfig::new(8 * w, self.num_classes).init(device),
+            config: *self,
+            stem: ConvBn::new(
+                &(root / "conv1"),
+                &(root / "bn1"),
+                [3, w, stem_kernel],
+                stem_stride,
+                stem_pad,
+            ),
+            layer1: stage(&(root / "layer1"), w, w, 1),
+            layer2: stage(&(root / "layer2"), w, 2 * w, 2),
+            layer3: stage(&(root / "layer3"), 2 * w, 4 * w, 2),
+            layer4: stage(&(root / "layer4"), 4 * w, 8 * w, 2),
+            fc: nn::linear(
+                root / "fc",
+                8 * w,
+                self.num_classes as i64,
+                Default::default(),
+            ),
         }
     }
 }
 
-fn conv(
-    input: usize,
-    output: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    device: &Device,
-) -> Conv2d {
-    Conv2dConfig::new([input, output], [kernel, kernel])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-        .with_bias(false)
-        .with_initializer(Initializer::KaimingNormal {
-            gain: std::f64::consts::SQRT_2,
-            fan_out_only: true,
-        })
-        .init(device)
+/// BatchNorm's ε, PyTorch's default (the export folds it into the convolution).
+pub const BN_EPS: f64 = 1e-5;
+
+/// A bias-free convolution followed by its BatchNorm, the unit ResNet is
+/// made of (and the unit the ONNX export folds into one `Conv`).
+#[derive(Debug)]
+pub struct ConvBn {
+    pub conv: nn::Conv2D,
+    pub bn: nn::BatchNorm,
+    pub stride: i64,
+    pub pad: i64,
 }
 
-fn bn(channels: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(channels).init(device)
+impl ConvBn {
+    fn new(
+        conv_path: &nn::Path,
+        bn_path: &nn::Path,
+        [input, output, kernel]: [i64; 3],
+        stride: i64,
+        pad: i64,
+    ) -> Self {
+        let config = nn::ConvConfig {
+            stride,
+            padding: pad,
+            bias: false,
+            ws_init: nn::Init::Kaiming {
+                dist: nn::init::NormalOrUniform::Normal,
+                fan: nn::init::FanInOut::FanOut,
+                non_linearity: nn::init::NonLinearity::ReLU,
+            },
+            ..Default::default()
+        };
+        let bn_config = nn::BatchNormConfig {
+            eps: BN_EPS,
+            ..Default::default()
+        };
+        Self {
+            conv: nn::conv2d(conv_path, input, output, kernel, config),
+            bn: nn::batch_norm2d(bn_path, output, bn_config),
+            stride,
+            pad,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        x.apply(&self.conv).apply_t(&self.bn, train)
+    }
 }
 
-fn stage(input: usize, output: usize, stride: usize, device: &Device) -> Vec<BasicBlock> {
+fn stage(path: &nn::Path, input: i64, output: i64, stride: i64) -> Vec<BasicBlock> {
     vec![
-        BasicBlock::new(input, output, stride, device),
-        BasicBlock::new(output, output, 1, device),
+        BasicBlock::new(&(path / 0), input, output, stride),
+        BasicBlock::new(&(path / 1), output, output, 1),
     ]
 }
 
-/// torchvision's `downsample`: a 1×1 strided conv and its BatchNorm. A PyTorch
-/// `Sequential` names them `0` and `1`; the importer renames those to `conv`/`bn`.
-#[derive(Module, Debug)]
-pub struct Downsample {
-    pub conv: Conv2d,
-    pub bn: BatchNorm,
-}
-
-/// torchvision's `BasicBlock`: two 3×3 convs with a residual connection.
-#[derive(Module, Debug)]
+/// torchvision's `BasicBlock`: two 3×3 convs with a residual connection;
+/// `downsample` (a 1×1 strided conv and its BatchNorm, `downsample.0/1`)
+/// where the shape changes.
+#[derive(Debug)]
 pub struct BasicBlock {
-    pub conv1: Conv2d,
-    pub bn1: BatchNorm,
-    pub conv2: Conv2d,
-    pub bn2: BatchNorm,
-    pub downsample: Option<Downsample>,
+    pub conv1: ConvBn,
+    pub conv2: ConvBn,
+    pub downsample: Option<ConvBn>,
 }
 
 impl BasicBlock {
-    fn new(input: usize, output: usize, stride: usize, device: &Device) -> Self {
-        let downsample = (stride != 1 || input != output).then(|| Downsample {
-            conv: conv(input, output, 1, stride, 0, device),
-            bn: bn(output, device),
+    fn new(path: &nn::Path, input: i64, output: i64, stride: i64) -> Self {
+        let downsample = (stride != 1 || input != output).then(|| {
+            let d = path / "downsample";
+            ConvBn::new(&(&d / 0), &(&d / 1), [input, output, 1], stride, 0)
         });
         Self {
-            conv1: conv(input, output, 3, stride, 1, device),
-            bn1: bn(output, device),
-            conv2: conv(output, output, 3, 1, 1, device),
-            bn2: bn(output, device),
+            conv1: ConvBn::new(
+                &(path / "conv1"),
+                &(path / "bn1"),
+                [input, output, 3],
+                stride,
+                1,
+            ),
+            conv2: ConvBn::new(
+                &(path / "conv2"),
+                &(path / "bn2"),
+                [output, output, 3],
+                1,
+                1,
+            ),
             downsample,
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
-            None => x.clone(),
+            Some(d) => d.forward(x, train),
+            None => x.shallow_clone(),
         };
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
-        relu(out + identity)
+        let out = self.conv1.forward(x, train).relu();
+        (self.conv2.forward(&out, train) + identity).relu()
     }
 }
 
-/// ResNet-18; field names are torchvision's so parameter paths match a `state_dict`.
-#[derive(Module, Debug)]
+/// ResNet-18 whose variables live in the `VarStore` it was built in.
+#[derive(Debug)]
 pub struct ResNet {
-    pub conv1: Conv2d,
-    pub bn1: BatchNorm,
-    pub maxpool: Option<MaxPool2d>,
+    pub config: ResNetConfig,
+    /// `conv1` + `bn1`.
+    pub stem: ConvBn,
     pub layer1: Vec<BasicBlock>,
     pub layer2: Vec<BasicBlock>,
     pub layer3: Vec<BasicBlock>,
     pub layer4: Vec<BasicBlock>,
-    pub avgpool: AdaptiveAvgPool2d,
-    pub fc: Linear,
+    pub fc: nn::Linear,
 }
 
 impl ResNet {
-    /// `[n, 3, h, w]` normalised images → `[n, classes]` logits.
-    pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(input)));
-        if let Some(pool) = &self.maxpool {
-            x = pool.forward(x);
+    /// `[n, 3, h, w]` normalised images → `[n, classes]` logits (fp32 whatever
+    /// the compute precision). `train_backbone` puts BatchNorm in training
+    /// mode (batch statistics, running averages updated).
+    pub fn forward(&self, input: &Tensor, train_backbone: bool) -> Tensor {
+        let mut x = self.stem.forward(input, train_backbone).relu();
+        if self.config.arch == Arch::Resnet18 {
+            x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
         for block in self.blocks() {
-            x = block.forward(x);
+            x = block.forward(&x, train_backbone);
         }
-        let x = self.avgpool.forward(x);
-        let [n, c, _, _] = x.dims();
-        self.fc.forward(x.reshape([n, c]))
+        let pooled = x.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        pooled.apply(&self.fc).to_kind(Kind::Float)
     }
 
     /// The eight residual blocks in order, `layer1.0` first.
@@ -230,44 +257,62 @@ impl ResNet {
             .chain(&self.layer4)
     }
 
-    /// Recovers the shape of this network (used to check imports and exports).
-    pub fn config(&self) -> ResNetConfig {
-        let [width, _, kernel, _] = self.conv1.weight.dims();
-        let [_, num_classes] = self.fc.weight.dims();
-        let arch = if kernel == 7 {
-            Arch::Resnet18
-        } else {
-            Arch::Resnet18Cifar
-        };
-        ResNetConfig {
-            arch,
-            num_classes,
-            width,
-        }
+    /// The four stages in order (`layer1` … `layer4`).
+    pub fn stages(&self) -> [&[BasicBlock]; 4] {
+        [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
     }
+}
+
+impl ModuleT for ResNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward(xs, train)
+    }
+}
+
+/// Variable names that belong to the classifier rather than the backbone.
+pub fn is_head(name: &str) -> bool {
+    name.starts_with("fc.")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     #[test]
     fn both_stems_map_an_image_batch_to_one_logit_row_per_image() {
-        let device = Device::flex();
         for (arch, size) in [(Arch::Resnet18Cifar, 32), (Arch::Resnet18, 64)] {
-            let model = ResNetConfig::new(arch, 7).with_width(4).init(&device);
-            let input = Tensor::<4>::zeros([2, 3, size, size], &device);
-            assert_eq!(model.forward(input).dims(), [2, 7], "{arch}");
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = ResNetConfig::new(arch, 7).with_width(4).build(&vs.root());
+            let input = Tensor::zeros([2, 3, size, size], (Kind::Float, Device::Cpu));
+            assert_eq!(model.forward(&input, false).size(), [2, 7], "{arch}");
         }
     }
 
     #[test]
-    fn resnet18_has_torchvisions_parameter_count() {
-        // torchvision.models.resnet18(num_classes=10) has 11,181,642 parameters;
-        // burn also counts BatchNorm running mean and variance, which torchvision
-        // keeps as buffers: 2 × 4,800 channels.
-        let model = ResNetConfig::new(Arch::Resnet18, 10).init(&Device::flex());
-        assert_eq!(model.num_params(), 11_181_642 + 9_600);
-        assert_eq!(model.config(), ResNetConfig::new(Arch::Resnet18, 10));
+    fn resnet18_has_torchvisions_parameters_under_torchvisions_names() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        ResNetConfig::new(Arch::Resnet18, 10).build(&vs.root());
+        // torchvision.models.resnet18(num_classes=10): 11,181,642 trainable
+        // parameters; its running means and variances are buffers here too.
+        let trainable: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(Tensor::numel)
+            .map(|n| n as i64)
+            .sum();
+        assert_eq!(trainable, 11_181_642);
+        let names = vs.variables();
+        for name in [
+            "conv1.weight",
+            "bn1.running_var",
+            "layer2.0.downsample.0.weight",
+            "layer2.0.downsample.1.bias",
+            "layer4.1.conv2.weight",
+            "fc.weight",
+        ] {
+            assert!(names.contains_key(name), "{name} missing");
+        }
+        assert_eq!(names["fc.weight"].size(), [10, 512]);
     }
 }

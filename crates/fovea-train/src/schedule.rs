@@ -13,6 +13,9 @@ pub enum ScheduleKind {
     /// PyTorch's `OneCycleLR` (cosine): from `max/25` up to `max` over the
     /// warm-up, then down to `max/25/1e4`.
     OneCycle,
+    /// Linear from 0 to `max` over the warm-up, then linearly to 0 (the
+    /// triangular one-cycle of the fast CIFAR-10 recipes).
+    Linear,
     /// Linear warm-up from 0 to `max`, then cosine decay to 0.
     Cosine,
     /// `max` throughout (fine-tuning a head, tests).
@@ -23,6 +26,7 @@ impl fmt::Display for ScheduleKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ScheduleKind::OneCycle => "one-cycle",
+            ScheduleKind::Linear => "linear",
             ScheduleKind::Cosine => "cosine",
             ScheduleKind::Constant => "constant",
         })
@@ -35,10 +39,11 @@ impl FromStr for ScheduleKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "one-cycle" => Ok(ScheduleKind::OneCycle),
+            "linear" => Ok(ScheduleKind::Linear),
             "cosine" => Ok(ScheduleKind::Cosine),
             "constant" => Ok(ScheduleKind::Constant),
             other => Err(format!(
-                "unknown schedule `{other}`; use one-cycle, cosine or constant"
+                "unknown schedule `{other}`; use one-cycle, linear, cosine or constant"
             )),
         }
     }
@@ -75,6 +80,13 @@ impl Schedule {
                     )
                 }
             }
+            ScheduleKind::Linear => {
+                if step < warmup {
+                    self.max_lr * (step + 1) as f64 / warmup as f64
+                } else {
+                    self.max_lr * (1.0 - (step - warmup) as f64 / decay_len).max(0.0)
+                }
+            }
             ScheduleKind::Cosine => {
                 if step < warmup {
                     self.max_lr * (step + 1) as f64 / warmup as f64
@@ -106,6 +118,15 @@ mod tests {
         assert!((s.lr(30) - 0.1).abs() < 1e-12);
         assert!(s.lr(15) > s.lr(10) && s.lr(60) < s.lr(40));
         assert!(s.lr(100) < 1e-6);
+    }
+
+    #[test]
+    fn linear_rises_to_the_peak_then_falls_to_zero_in_straight_lines() {
+        let s = schedule(ScheduleKind::Linear);
+        assert!((s.lr(14) - 0.05).abs() < 1e-12);
+        assert!((s.lr(29) - 0.1).abs() < 1e-12);
+        assert!((s.lr(65) - 0.05).abs() < 1e-12);
+        assert!(s.lr(100).abs() < 1e-12);
     }
 
     #[test]

@@ -1,39 +1,35 @@
-//! The training loop: SGD (momentum, Nesterov, weight decay) on burn's
-//! autodiff, learning-rate schedule, label smoothing, per-epoch validation,
-//! metrics CSV and curves, checkpoints every epoch with exact resume, best
-//! checkpoint and early stopping.
+//! The training loop: SGD (momentum, Nesterov, weight decay) on libtorch's
+//! autograd, mixed precision, learning-rate schedule, label smoothing,
+//! per-epoch validation, metrics CSV and curves, checkpoints every epoch with
+//! exact resume, best checkpoint and early stopping.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{Module, ParamGroup};
-use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
-use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::augment::{Augment, Batch, Normalize, make_batch};
-use crate::checkpoint::{self, RunState};
+use crate::augment::{Augment, Normalize, augment_batch, to_tensors};
+use crate::checkpoint::{self, Network, RunState};
 use crate::data::Splits;
 use crate::error::{Result, TrainError};
-use crate::eval::{cross_entropy_row, evaluate, fit_input};
-use crate::model::{Arch, ResNet, ResNetConfig};
+use crate::eval::{evaluate, fit_input};
+use crate::model::{ResNetConfig, is_head};
 use crate::pth;
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::svg::{Series, training_curves};
+use crate::torch::{Precision, channels_last, with_precision};
 
 /// Every setting that shapes a run's result. A resumed run must have the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    pub arch: Arch,
+    pub arch: crate::model::Arch,
     /// First-stage channels (64 = torchvision's ResNet-18).
     pub width: usize,
     /// Side of the square the network sees; images are resized to it when it
@@ -63,12 +59,14 @@ pub struct TrainConfig {
     /// Cap on optimiser steps per epoch (smoke runs, throughput measurements).
     pub max_steps_per_epoch: Option<usize>,
     pub eval_batch_size: usize,
+    /// Compute precision (master weights are always fp32).
+    pub precision: Precision,
 }
 
 impl TrainConfig {
     /// The usual CIFAR-10 recipe for `arch`: batch 128, one-cycle to 0.1,
     /// Nesterov momentum 0.9, weight decay 5e-4, label smoothing 0.1.
-    pub fn cifar(arch: Arch, epochs: usize) -> Self {
+    pub fn cifar(arch: crate::model::Arch, epochs: usize) -> Self {
         Self {
             arch,
             width: 64,
@@ -90,6 +88,7 @@ impl TrainConfig {
             freeze_backbone: false,
             max_steps_per_epoch: None,
             eval_batch_size: 256,
+            precision: Precision::Fp32,
         }
     }
 
@@ -151,91 +150,177 @@ pub struct StepStats {
     pub correct: usize,
 }
 
+/// SGD with momentum (Nesterov optional) and L2 weight decay, exactly
+/// `torch.optim.SGD`'s update with dampening 0. Its state is one momentum
+/// buffer per trainable variable, named like the variable.
+pub struct Sgd {
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// (name, variable, momentum buffer), sorted by name.
+    params: Vec<(String, Tensor, Tensor)>,
+}
+
+impl Sgd {
+    /// Optimises the variables of `vs` that require gradients.
+    pub fn new(vs: &tch::nn::VarStore, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
+        let mut params: Vec<(String, Tensor, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(name, t)| {
+                let buffer = t.zeros_like();
+                (name, t, buffer)
+            })
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        Self {
+            momentum,
+            nesterov,
+            weight_decay,
+            params,
+        }
+    }
+
+    /// Clears the gradients of every optimised variable.
+    pub fn zero_grad(&mut self) {
+        for (_, p, _) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// One update at learning rate `lr` from the gradients of the last backward pass.
+    pub fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for (_, p, buffer) in &mut self.params {
+                let grad = p.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let mut d = if self.weight_decay > 0.0 {
+                    &grad + &*p * self.weight_decay
+                } else {
+                    grad
+                };
+                if self.momentum > 0.0 {
+                    let _ = buffer.g_mul_scalar_(self.momentum).g_add_(&d);
+                    d = if self.nesterov {
+                        d + &*buffer * self.momentum
+                    } else {
+                        buffer.shallow_clone()
+                    };
+                }
+                let _ = p.g_sub_(&(d * lr));
+            }
+        });
+    }
+
+    /// The momentum buffers, named like their variables (for checkpoints).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .map(|(name, _, buffer)| (name.clone(), buffer.shallow_clone()))
+            .collect()
+    }
+
+    /// Restores buffers saved by [`Sgd::state`]; every optimised variable must have one.
+    pub fn load_state(&mut self, saved: &[(String, Tensor)], file: &Path) -> Result<()> {
+        for (name, _, buffer) in &mut self.params {
+            let Some((_, src)) = saved.iter().find(|(n, _)| n == name) else {
+                return Err(checkpoint::checkpoint_error(
+                    file,
+                    format!("no momentum buffer for `{name}`"),
+                ));
+            };
+            tch::no_grad(|| buffer.f_copy_(src))
+                .map_err(|e| checkpoint::checkpoint_error(file, format!("`{name}`: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 /// A network with its optimiser and loss, stepping on batches.
 pub struct Trainer {
-    pub model: ResNet,
-    pub optim: ModuleOptimizer,
-    loss: CrossEntropyLoss,
-    device: Device,
+    pub net: Network,
+    pub optim: Sgd,
+    label_smoothing: f64,
     input_size: [usize; 2],
+    precision: Precision,
+    train_backbone: bool,
 }
 
 impl Trainer {
-    /// Prepares `model` (already on an autodiff `device`) for training under `config`.
-    pub fn new(model: ResNet, config: &TrainConfig, device: &Device) -> Self {
-        let model = if config.freeze_backbone {
-            let head = ParamGroup::ids_from_module(model.fc.clone());
-            model.freeze().unfreeze_group(head)
-        } else {
-            model
-        };
-        let optim = SgdConfig::new()
-            .with_momentum(Some(MomentumConfig {
-                momentum: config.momentum,
-                dampening: 0.0,
-                nesterov: config.nesterov,
-            }))
-            .with_weight_decay((config.weight_decay > 0.0).then_some(WeightDecayConfig {
-                penalty: config.weight_decay as f32,
-            }))
-            .init();
-        let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
-        Self {
-            model,
-            optim,
-            loss: CrossEntropyLossConfig::new()
-                .with_smoothing(smoothing)
-                .init(device),
-            device: device.clone(),
-            input_size: [config.input_size; 2],
+    /// Prepares `net` for training under `config`. With a frozen backbone
+    /// only `fc` requires gradients and BatchNorm stays in inference mode.
+    pub fn new(net: Network, config: &TrainConfig) -> Self {
+        if config.freeze_backbone {
+            for (name, t) in net.vs.variables() {
+                if !is_head(&name) {
+                    let _ = t.set_requires_grad(false);
+                }
+            }
         }
-    }
-
-    /// One forward/backward pass and optimiser update at learning rate `lr`.
-    pub fn step(&mut self, batch: &Batch, lr: f64) -> StepStats {
-        let n = batch.len();
-        let x = Tensor::<4>::from_data(
-            TensorData::new(batch.images.clone(), [n, 3, batch.height, batch.width]),
-            &self.device,
+        let optim = Sgd::new(
+            &net.vs,
+            config.momentum,
+            config.nesterov,
+            config.weight_decay,
         );
-        let targets =
-            Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [n]), &self.device);
-        let logits = self.model.forward(fit_input(x, self.input_size));
-        let loss = self.loss.forward(logits.clone(), targets);
-        let loss_value = scalar(&loss);
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self.optim.step(lr, self.model.clone(), grads);
-        let classes = logits.dims()[1];
-        let logits = logits
-            .detach()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
-        let correct = logits
-            .chunks(classes)
-            .zip(&batch.labels)
-            .filter(|(row, label)| cross_entropy_row(row, **label as usize).1 == **label as usize)
-            .count();
-        StepStats {
-            loss: loss_value,
-            correct,
+        Self {
+            net,
+            optim,
+            label_smoothing: config.label_smoothing,
+            input_size: [config.input_size; 2],
+            precision: config.precision,
+            train_backbone: !config.freeze_backbone,
         }
     }
-}
 
-fn scalar(t: &Tensor<1>) -> f64 {
-    t.clone()
-        .into_data()
-        .try_to_vec::<f32>()
-        .ok()
-        .and_then(|v| v.first().copied())
-        .map_or(f64::NAN, f64::from)
+    /// One forward/backward pass and optimiser update at learning rate `lr`
+    /// on normalised `images` `[n, 3, h, w]` and int64 `labels` `[n]`.
+    pub fn step(&mut self, images: &Tensor, labels: &Tensor, lr: f64) -> Result<StepStats> {
+        let device = self.net.vs.device();
+        let x = fit_input(images, self.input_size);
+        // Channels-last is oneDNN's native layout for convolutions on CPU.
+        let x = if device == Device::Cpu {
+            channels_last(&x).map_err(TrainError::Torch)?
+        } else {
+            x
+        };
+        let model = &self.net.model;
+        let train_backbone = self.train_backbone;
+        let logits = with_precision(self.precision, device, || model.forward(&x, train_backbone))
+            .map_err(TrainError::Torch)?;
+        let loss = logits
+            .f_cross_entropy_loss::<Tensor>(
+                labels,
+                None,
+                Reduction::Mean,
+                -100,
+                self.label_smoothing,
+            )
+            .map_err(|e| TrainError::Torch(e.to_string()))?;
+        self.optim.zero_grad();
+        loss.f_backward()
+            .map_err(|e| TrainError::Torch(e.to_string()))?;
+        self.optim.step(lr);
+        let correct = logits
+            .detach()
+            .argmax(1, false)
+            .eq_tensor(labels)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        Ok(StepStats {
+            loss: loss.double_value(&[]),
+            correct: correct as usize,
+        })
+    }
 }
 
 /// Where the starting weights of a fresh run come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Init {
-    /// A fovea checkpoint directory (or the `model.bpk` inside one).
+    /// A fovea checkpoint directory (or a file inside one).
     Checkpoint(PathBuf),
     /// A PyTorch `state_dict` `.pth` file.
     Pth(PathBuf),
@@ -250,32 +335,43 @@ impl Init {
         }
     }
 
-    /// Loads these weights into `model`; the classifier too when its class count matches.
-    pub fn load(&self, model: ResNet) -> Result<ResNet> {
-        match self {
-            Init::Pth(path) => pth::import_backbone(model, path),
+    /// Loads these weights into `net`. With `reset_head`, everything but the
+    /// classifier (`net` keeps its freshly initialised `fc`, whatever the
+    /// source's class count); otherwise the class counts must agree.
+    pub fn load(&self, net: &mut Network, reset_head: bool) -> Result<()> {
+        let own = net.model.config;
+        let (file, source, tensors) = match self {
+            Init::Pth(path) => {
+                let (source, tensors) = pth::read(path)?;
+                (path.clone(), source, tensors)
+            }
             Init::Checkpoint(path) => {
                 let dir = checkpoint::model_dir(path);
                 let source = checkpoint::load_state(&dir)?.model;
-                let own = model.config();
-                if (source.arch, source.width) != (own.arch, own.width) {
-                    return Err(TrainError::Invalid(format!(
-                        "{} holds a {} of width {}; this run trains a {} of width {}",
-                        dir.display(),
-                        source.arch,
-                        source.width,
-                        own.arch,
-                        own.width
-                    )));
-                }
                 let file = dir.join(checkpoint::MODEL_FILE);
-                if source.num_classes == own.num_classes {
-                    checkpoint::load_weights(model, &file)
-                } else {
-                    checkpoint::load_backbone(model, &file)
-                }
+                let tensors = checkpoint::read_tensors(&file)?;
+                (file, source, tensors)
             }
+        };
+        if (source.arch, source.width) != (own.arch, own.width) {
+            return Err(TrainError::Invalid(format!(
+                "{} holds a {} of width {}; this run trains a {} of width {}",
+                file.display(),
+                source.arch,
+                source.width,
+                own.arch,
+                own.width
+            )));
         }
+        if source.num_classes != own.num_classes && !reset_head {
+            return Err(TrainError::Invalid(format!(
+                "{} has {} classes; this run trains {} (pass --reset-head to start a new classifier on its backbone)",
+                file.display(),
+                source.num_classes,
+                own.num_classes
+            )));
+        }
+        net.load_named(&tensors, reset_head, &file)
     }
 }
 
@@ -288,19 +384,23 @@ pub struct RunOptions {
     pub resume: bool,
     /// Starting weights of a fresh run.
     pub init: Option<Init>,
+    /// Load everything but the classifier from `init`.
+    pub reset_head: bool,
     /// Return after this many epochs in this invocation (resume later).
     pub stop_after: Option<usize>,
     /// Show a progress bar on the terminal.
     pub progress: bool,
     /// Print one summary line per epoch to stderr.
     pub log_epochs: bool,
+    /// Where the tensors live and the arithmetic runs.
+    pub device: Device,
 }
 
 /// What a run ended with.
 pub struct Outcome {
     pub state: RunState,
     /// The network as it is after the last epoch run.
-    pub model: ResNet,
+    pub net: Network,
     /// True when early stopping ended the run.
     pub stopped_early: bool,
 }
@@ -315,13 +415,20 @@ pub fn best_dir(out: &Path) -> PathBuf {
     out.join("best")
 }
 
+/// The data order and augmentation stream of one epoch.
+fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64 + 1);
+    rng
+}
+
 /// Trains (or resumes training) on `splits` under `config`.
 pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Result<Outcome> {
     config.validate()?;
     let out = &options.out_dir;
     fs::create_dir_all(out).map_err(TrainError::io(out))?;
     let classes = splits.train.classes().to_vec();
-    let device = Device::flex().autodiff();
+    let device = options.device;
     let shape = ResNetConfig {
         arch: config.arch,
         num_classes: classes.len(),
@@ -329,7 +436,8 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
     };
     let last = checkpoint_dir(out);
     let resuming = options.resume && last.join(checkpoint::STATE_FILE).is_file();
-    let (model, mut state) = if resuming {
+    let mut net = Network::init(shape, device, config.seed);
+    let mut state = if resuming {
         let state = checkpoint::load_state(&last)?;
         if state.config != *config || state.classes != classes {
             return Err(TrainError::Invalid(format!(
@@ -338,25 +446,14 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
                 state.config
             )));
         }
-        let model =
-            checkpoint::load_weights(shape.init(&device), &last.join(checkpoint::MODEL_FILE))?;
-        (model, state)
+        let file = last.join(checkpoint::MODEL_FILE);
+        net.load_named(&checkpoint::read_tensors(&file)?, false, &file)?;
+        state
     } else {
-        // burn's generator is per device, shared by the whole process: two runs
-        // in one process (the tests) must not interleave their draws, or
-        // neither initialisation is reproducible.
-        static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let mut model = {
-            let _only_us = SEEDED_INIT
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            device.seed(config.seed);
-            shape.init(&device)
-        };
         if let Some(init) = &options.init {
-            model = init.load(model)?;
+            init.load(&mut net, options.reset_head)?;
         }
-        let state = RunState {
+        RunState {
             config: config.clone(),
             model: shape,
             classes: classes.clone(),
@@ -365,17 +462,20 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
             best_val_acc: -1.0,
             best_epoch: 0,
             history: Vec::new(),
-        };
-        (model, state)
+        }
     };
     let labels_path = out.join("labels.txt");
     fs::write(&labels_path, classes.join("\n") + "\n").map_err(TrainError::io(&labels_path))?;
 
-    let mut trainer = Trainer::new(model, config, &device);
+    let mut trainer = Trainer::new(net, config);
     if resuming {
-        trainer.optim = checkpoint::load_optim(&last, trainer.optim)?;
+        let file = last.join(checkpoint::OPTIM_FILE);
+        trainer
+            .optim
+            .load_state(&checkpoint::read_tensors(&file)?, &file)?;
     }
     let train = &splits.train;
+    let (train_images, train_labels) = to_tensors(train, device);
     let steps = config.steps_per_epoch(train.len());
     let batch = config.batch_size.min(train.len());
     let schedule = config.schedule(train.len());
@@ -387,9 +487,8 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
         }
         let epoch = state.epochs_done;
         let started = Instant::now();
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        rng.set_stream(epoch as u64 + 1);
-        let mut order: Vec<usize> = (0..train.len()).collect();
+        let mut rng = epoch_rng(config.seed, epoch);
+        let mut order: Vec<i64> = (0..train.len() as i64).collect();
         order.shuffle(&mut rng);
         let bar = progress_bar(
             options.progress,
@@ -399,9 +498,15 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
         );
         let (mut loss_sum, mut correct, mut lr) = (0.0, 0usize, 0.0);
         for (step, indices) in order.chunks_exact(batch).take(steps).enumerate() {
-            let images = make_batch(train, indices, &config.augment, &config.normalize, &mut rng);
+            let indices = Tensor::from_slice(indices).to_device(device);
+            let images = augment_batch(
+                &train_images.index_select(0, &indices),
+                &config.augment,
+                &config.normalize,
+                &mut rng,
+            );
             lr = schedule.lr(state.global_step);
-            let stats = trainer.step(&images, lr);
+            let stats = trainer.step(&images, &train_labels.index_select(0, &indices), lr)?;
             state.global_step += 1;
             loss_sum += stats.loss;
             correct += stats.correct;
@@ -414,12 +519,12 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
         }
         bar.finish_and_clear();
         let val = evaluate(
-            &trainer.model,
+            &trainer.net.model,
             &splits.val,
             &config.normalize,
             [config.input_size; 2],
             config.eval_batch_size,
-            &device,
+            false,
         );
         let metrics = EpochMetrics {
             epoch: epoch + 1,
@@ -432,7 +537,7 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
         };
         if options.log_epochs {
             eprintln!(
-                "epoch {}/{}: train loss {:.4} acc {:.2}%, val loss {:.4} acc {:.2}%, {:.0} img/s, {:.0} s",
+                "epoch {}/{}: train loss {:.4} acc {:.2}%, val loss {:.4} acc {:.2}%, {:.1} img/s, {:.0} s",
                 metrics.epoch,
                 config.epochs,
                 metrics.train_loss,
@@ -453,7 +558,7 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
         }
         write_metrics(out, &state.history)?;
         if improved {
-            checkpoint::save(&best_dir(out), &trainer.model, None, &state)?;
+            checkpoint::save(&best_dir(out), &trainer.net.vs, None, &state)?;
         }
         let patience_spent = config
             .patience
@@ -463,14 +568,14 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
             // Record the stop so that --resume does not train past it.
             state.epochs_done = config.epochs;
         }
-        checkpoint::save(&last, &trainer.model, Some(&trainer.optim), &state)?;
+        checkpoint::save(&last, &trainer.net.vs, Some(trainer.optim.state()), &state)?;
         if stopped_early {
             break;
         }
     }
     Ok(Outcome {
         state,
-        model: trainer.model,
+        net: trainer.net,
         stopped_early,
     })
 }

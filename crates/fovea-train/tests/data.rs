@@ -5,20 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use common::shared;
+use common::{shared, write_cifar};
 use fovea_train::data::{self, CIFAR_RECORD, Layout};
-
-/// Writes `n` CIFAR records whose label is `i % 10` and whose red plane is `i`.
-fn write_cifar(path: &Path, n: usize) {
-    let mut bytes = Vec::with_capacity(n * CIFAR_RECORD);
-    for i in 0..n {
-        bytes.push((i % 10) as u8);
-        bytes.extend(std::iter::repeat_n(i as u8, 1024));
-        bytes.extend(std::iter::repeat_n(1u8, 1024));
-        bytes.extend(std::iter::repeat_n(2u8, 1024));
-    }
-    std::fs::write(path, bytes).unwrap();
-}
 
 #[test]
 fn cifar_binary_batches_load_with_labels_planes_and_a_seeded_split() {

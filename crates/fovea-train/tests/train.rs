@@ -5,14 +5,16 @@ mod common;
 
 use std::path::Path;
 
-use burn::tensor::Device;
-use fovea_train::augment::{Augment, Normalize, make_batch};
+use fovea_train::Network;
+use fovea_train::augment::{Augment, Normalize, to_tensors};
 use fovea_train::data::{Dataset, Splits};
 use fovea_train::model::{Arch, ResNetConfig};
 use fovea_train::schedule::ScheduleKind;
+use fovea_train::torch::Precision;
 use fovea_train::train::{self, RunOptions, TrainConfig, Trainer};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
+use tch::Device;
 
 /// `n` noisy 8×8 images of `classes` classes, each class a different tint.
 fn toy_dataset(n: usize, classes: usize, seed: u64) -> Dataset {
@@ -61,40 +63,31 @@ fn options(out: &Path) -> RunOptions {
         out_dir: out.to_path_buf(),
         resume: false,
         init: None,
+        reset_head: false,
         stop_after: None,
         progress: false,
         log_epochs: false,
+        device: Device::Cpu,
     }
 }
 
 #[test]
 fn one_step_changes_the_weights_and_lowers_the_loss_on_that_batch() {
-    let device = Device::flex().autodiff();
-    device.seed(1);
     let config = toy_config(1);
-    let model = ResNetConfig::new(Arch::Resnet18Cifar, 4)
-        .with_width(4)
-        .init(&device);
+    let shape = ResNetConfig::new(Arch::Resnet18Cifar, 4).with_width(4);
     let data = toy_dataset(16, 4, 0);
-    let indices: Vec<usize> = (0..16).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let batch = make_batch(
-        &data,
-        &indices,
-        &Augment::none(),
-        &Normalize::cifar10(),
-        &mut rng,
-    );
-    let mut trainer = Trainer::new(model, &config, &device);
-    let before = common::values(trainer.model.conv1.weight.val());
-    let first = trainer.step(&batch, 0.05);
-    let after = common::values(trainer.model.conv1.weight.val());
+    let (images, labels) = to_tensors(&data, Device::Cpu);
+    let images = Normalize::cifar10().apply(&images);
+    let mut trainer = Trainer::new(Network::init(shape, Device::Cpu, 1), &config);
+    let before = common::variable(&trainer.net, "conv1.weight");
+    let first = trainer.step(&images, &labels, 0.05).unwrap();
+    let after = common::variable(&trainer.net, "conv1.weight");
     assert!(
         common::max_abs_diff(&before, &after) > 0.0,
         "weights did not move"
     );
     // The second step's loss is measured before its update: after the first.
-    let second = trainer.step(&batch, 0.05);
+    let second = trainer.step(&images, &labels, 0.05).unwrap();
     assert!(
         second.loss < first.loss,
         "{} -> {}",
@@ -142,19 +135,18 @@ fn resuming_from_a_checkpoint_gives_the_same_weights_as_an_uninterrupted_run() {
 
     assert_eq!(resumed.state.global_step, straight.state.global_step);
     assert_eq!(resumed.state.history.len(), 4);
-    for (a, b) in [
-        (&straight.model.conv1.weight, &resumed.model.conv1.weight),
-        (
-            &straight.model.layer4[1].conv2.weight,
-            &resumed.model.layer4[1].conv2.weight,
-        ),
+    for name in [
+        "conv1.weight",
+        "layer4.1.conv2.weight",
+        "fc.bias",
+        "bn1.running_mean",
     ] {
-        let diff = common::max_abs_diff(&common::values(a.val()), &common::values(b.val()));
-        assert!(diff <= 1e-6, "weights differ by {diff}");
+        let diff = common::max_abs_diff(
+            &common::variable(&straight.net, name),
+            &common::variable(&resumed.net, name),
+        );
+        assert!(diff <= 1e-6, "{name} differs by {diff}");
     }
-    let running = |m: &fovea_train::ResNet| common::values(m.bn1.running_mean.value());
-    let diff = common::max_abs_diff(&running(&straight.model), &running(&resumed.model));
-    assert!(diff <= 1e-6, "running statistics differ by {diff}");
     for (a, b) in straight.state.history.iter().zip(&resumed.state.history) {
         assert!((a.train_loss - b.train_loss).abs() < 1e-6, "{a:?} vs {b:?}");
     }
@@ -200,7 +192,7 @@ fn a_run_writes_metrics_curves_labels_and_the_best_checkpoint() {
     assert_eq!(best.best_epoch, outcome.state.best_epoch);
     assert!(
         train::checkpoint_dir(dir.path())
-            .join("optim.bpk")
+            .join(fovea_train::checkpoint::OPTIM_FILE)
             .is_file()
     );
 }
@@ -268,9 +260,8 @@ fn a_frozen_backbone_keeps_its_weights_while_the_head_learns() {
     let weak_dir = dir.path().join("weak");
     let weak = weak_model(&weak_dir, &data);
 
-    let device = Device::flex();
     let (start, _) =
-        fovea_train::checkpoint::load_model(&train::best_dir(&weak_dir), &device).unwrap();
+        fovea_train::checkpoint::load_model(&train::best_dir(&weak_dir), Device::Cpu).unwrap();
     let mut tune = options(&dir.path().join("head"));
     tune.init = Some(train::Init::Checkpoint(train::best_dir(&weak_dir)));
     let mut config = toy_config(6);
@@ -281,15 +272,21 @@ fn a_frozen_backbone_keeps_its_weights_while_the_head_learns() {
     let unchanged = |before: Vec<f32>, after: Vec<f32>, what: &str| {
         assert_eq!(before, after, "{what} moved with a frozen backbone");
     };
-    unchanged(
-        common::values(start.conv1.weight.val()),
-        common::values(tuned.model.conv1.weight.val()),
+    for name in [
         "conv1.weight",
-    );
+        "layer3.0.bn1.running_mean",
+        "layer4.1.bn2.weight",
+    ] {
+        unchanged(
+            common::variable(&start, name),
+            common::variable(&tuned.net, name),
+            name,
+        );
+    }
     assert!(
         common::max_abs_diff(
-            &common::values(start.fc.weight.val()),
-            &common::values(tuned.model.fc.weight.val())
+            &common::variable(&start, "fc.weight"),
+            &common::variable(&tuned.net, "fc.weight")
         ) > 0.0,
         "fc did not learn"
     );
@@ -299,4 +296,49 @@ fn a_frozen_backbone_keeps_its_weights_while_the_head_learns() {
         best > weak,
         "head-only fine-tuning {weak} gave at best {best}"
     );
+}
+
+#[test]
+fn bf16_mixed_precision_learns_as_well_as_fp32() {
+    let data = splits(32, 16);
+    let data = Splits {
+        val: data.train.clone(),
+        ..data
+    };
+    let best = |precision| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = toy_config(20);
+        config.augment = Augment::none();
+        config.lr = 0.1;
+        config.precision = precision;
+        let outcome = train::run(&config, &data, &options(dir.path())).unwrap();
+        best_val_acc(&outcome)
+    };
+    let (fp32, bf16) = (best(Precision::Fp32), best(Precision::Bf16));
+    eprintln!("best accuracy on the training set: fp32 {fp32}, bf16 {bf16}");
+    assert!(fp32 >= 0.9, "fp32 {fp32}");
+    assert!(bf16 >= 0.9, "bf16 {bf16}");
+}
+
+#[test]
+fn initialising_from_a_checkpoint_with_another_class_count_needs_reset_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let four = dir.path().join("four");
+    weak_model(&four, &splits(16, 8));
+    let three = Splits {
+        train: toy_dataset(24, 3, 1),
+        val: toy_dataset(9, 3, 2),
+        test: None,
+    };
+    let mut tune = options(&dir.path().join("three"));
+    tune.init = Some(train::Init::Checkpoint(train::best_dir(&four)));
+    let message = train::run(&toy_config(1), &three, &tune)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("model.safetensors"), "{message}");
+    assert!(message.contains("4 classes"), "{message}");
+    tune.reset_head = true;
+    let tuned = train::run(&toy_config(1), &three, &tune).unwrap();
+    assert_eq!(tuned.state.model.num_classes, 3);
 }

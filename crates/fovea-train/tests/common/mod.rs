@@ -4,20 +4,25 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use tch::{Device, Tensor};
 
-/// `/work/shared` relative to the repository, or `None` (with the reason
-/// printed) when this checkout has no shared data next to it.
+/// `../shared` next to the repository, or `None` (with the reason printed)
+/// when this checkout has none. CI sets `FOVEA_REQUIRE_SHARED=1`, and then an
+/// absent directory fails the test instead of skipping it.
 pub fn shared(sub: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared")
         .join(sub);
     if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is absent", path.display());
-        None
+        return Some(path);
     }
+    assert!(
+        std::env::var_os("FOVEA_REQUIRE_SHARED").is_none(),
+        "{} is absent and FOVEA_REQUIRE_SHARED is set",
+        path.display()
+    );
+    eprintln!("skipped: {} is absent", path.display());
+    None
 }
 
 /// The committed fixtures directory.
@@ -37,8 +42,8 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
 }
 
 /// A `[n, 3, h, w]` tensor from a raw f32 file.
-pub fn read_input(path: &Path, shape: [usize; 4], device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(read_f32(path), shape), device)
+pub fn read_input(path: &Path, shape: [i64; 4]) -> Tensor {
+    Tensor::from_slice(&read_f32(path)).view(shape)
 }
 
 /// Largest absolute element-wise difference.
@@ -51,6 +56,23 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// A tensor's values as a flat vector.
-pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
+pub fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.detach().to_device(Device::Cpu).flatten(0, -1)).unwrap()
+}
+
+/// The current values of the variable `name` of a network.
+pub fn variable(net: &fovea_train::Network, name: &str) -> Vec<f32> {
+    values(&net.vs.variables()[name])
+}
+
+/// Writes `n` CIFAR-10 binary records whose label is `i % 10` and whose red plane is `i`.
+pub fn write_cifar(path: &Path, n: usize) {
+    let mut bytes = Vec::with_capacity(n * fovea_train::data::CIFAR_RECORD);
+    for i in 0..n {
+        bytes.push((i % 10) as u8);
+        bytes.extend(std::iter::repeat_n(i as u8, 1024));
+        bytes.extend(std::iter::repeat_n(1u8, 1024));
+        bytes.extend(std::iter::repeat_n(2u8, 1024));
+    }
+    std::fs::write(path, bytes).unwrap();
 }
