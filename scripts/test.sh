@@ -2,7 +2,8 @@
 # Every test fovea has, in one command:
 #   1. Rust unit and integration tests (both backends, real HTTP and gRPC on loopback);
 #   2. the protocol-compatibility tests: the official Python clients
-#      (tritonclient, tensorflow-serving-api, requests) against a real `fovea serve`.
+#      (tritonclient, tensorflow-serving-api, requests) against a real `fovea serve`;
+#   3. the deployment tests: nginx with deploy/nginx/nginx.conf in front of fovea.
 # ONNX Runtime and the Python clients are installed into ./.venv on first use,
 # PyTorch's wheel (libtorch, for the trainer) into a shared cache venv
 # (scripts/ensure-torch.sh).
@@ -26,3 +27,6 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 descriptor=$(ls -t "$target_dir"/debug/build/fovea-proto-*/out/fovea_descriptor.bin | head -n 1)
 FOVEA_BIN="$target_dir/debug/fovea" FOVEA_PROTO_DESCRIPTOR="$descriptor" \
     .venv/bin/python -m pytest tests/compat -q -p no:cacheprovider
+# 3. nginx in front of fovea (deploy/nginx/nginx.conf), both real, on loopback;
+#    skipped with a reason when nginx is not installed (CI installs it).
+FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/deploy -q -p no:cacheprovider
