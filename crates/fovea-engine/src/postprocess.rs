@@ -46,18 +46,11 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 }
 
 /// Softmax, then the `top_k` most probable classes in descending order of
-/// score, ties broken by the lower index.
+/// score, ties broken by the lower index (`fovea_core::top_k`).
 pub fn classify(logits: &[f32], labels: &Labels, top_k: usize) -> Vec<Prediction> {
     let probabilities = softmax(logits);
-    let mut order: Vec<usize> = (0..probabilities.len()).collect();
-    order.sort_by(|&a, &b| {
-        probabilities[b]
-            .total_cmp(&probabilities[a])
-            .then(a.cmp(&b))
-    });
-    order
+    fovea_core::top_k(&probabilities, top_k)
         .into_iter()
-        .take(top_k)
         .map(|index| Prediction {
             label: labels.name(index),
             index,

@@ -376,7 +376,7 @@ pub(crate) fn positive_count(count: i128) -> Result<usize, ProtoError> {
 /// Triton's classification extension: for each item of `scores` ([n, classes]
 /// or [classes]), the top `k` entries as "value:index:label" strings (value
 /// with six decimals like Triton; ":label" only when the model has one), in
-/// descending order of value. Output shape [n, k] or [k]; k is clamped to the
+/// descending order of value (`fovea_core::top_k`: NaN last). Output shape [n, k] or [k]; k is clamped to the
 /// class count.
 pub fn classification(scores: &Tensor, labels: &Labels, k: usize) -> BytesTensor {
     let rank1 = scores.shape().len() <= 1;
@@ -388,10 +388,7 @@ pub fn classification(scores: &Tensor, labels: &Labels, k: usize) -> BytesTensor
     let k = k.min(classes);
     let mut items = Vec::with_capacity(rows * k);
     for row in scores.data().chunks(classes.max(1)).take(rows) {
-        let mut order: Vec<usize> = (0..row.len()).collect();
-        // Stable sort with total_cmp: ties keep index order, NaN sorts predictably.
-        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        for &i in order.iter().take(k) {
+        for i in fovea_core::top_k(row, k) {
             let text = match labels.as_slice().get(i) {
                 Some(label) => format!("{:.6}:{i}:{label}", row[i]),
                 None => format!("{:.6}:{i}", row[i]),
@@ -644,6 +641,13 @@ mod tests {
         );
         let clamped = classification(&Tensor::new(vec![2], vec![1.0, 2.0]).unwrap(), &labels, 5);
         assert_eq!(clamped.shape, vec![2]);
+    }
+
+    #[test]
+    fn a_nan_score_is_never_ranked_first() {
+        let scores = Tensor::new(vec![3], vec![f32::NAN, 0.5, 0.25]).unwrap();
+        let out = classification(&scores, &Labels::new(vec![]), 1);
+        assert_eq!(out.items, vec![Bytes::from("0.500000:1")]);
     }
 
     #[test]
