@@ -101,6 +101,14 @@ class Server:
     has_resnet: bool
 
 
+def skip_unless_required(reason: str) -> None:
+    """Skips the test, saying why; fails it instead when CI asks for
+    everything to run (FOVEA_REQUIRE_SHARED, as crates/fovea-testkit)."""
+    if os.environ.get("FOVEA_REQUIRE_SHARED"):
+        pytest.fail(f"{reason}, and FOVEA_REQUIRE_SHARED is set: this test must run here")
+    pytest.skip(reason)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -204,6 +212,8 @@ def image_files():
         files = sorted(p for p in IMAGES_DIR.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if files:
             return [(p.name, p.read_bytes()) for p in files]
+    if os.environ.get("FOVEA_REQUIRE_SHARED"):
+        pytest.fail(f"{IMAGES_DIR} is absent, and FOVEA_REQUIRE_SHARED is set")
     print(f"note: {IMAGES_DIR} absent; using generated images", file=sys.stderr)
     from PIL import Image
 

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 import protocols
-from conftest import CIFAR10_LABELS, IMAGENET_LABELS, MODEL
+from conftest import CIFAR10_LABELS, IMAGENET_LABELS, MODEL, skip_unless_required
 
 TOL = 1e-5
 
@@ -50,7 +50,7 @@ def test_every_image_gets_the_simple_api_class_through_every_protocol(server, im
 
 def test_resnet18_on_real_photos_agrees_with_the_simple_api(server, image_files):
     if not server.has_resnet:
-        pytest.skip("../shared/models/resnet18-imagenet-random.onnx is absent")
+        skip_unless_required("../shared/models/resnet18-imagenet-random.onnx is absent")
     labels = [line.strip() for line in IMAGENET_LABELS.read_text().splitlines() if line.strip()]
     assert len(labels) == 1000
     for name, jpeg in image_files[:3]:

@@ -12,7 +12,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 import protocols
-from conftest import CIFAR10_LABELS, CLASSES, INPUT, ITEM_SHAPE, MODEL, OUTPUT, assert_server_alive
+from conftest import CIFAR10_LABELS, CLASSES, INPUT, ITEM_SHAPE, MODEL, OUTPUT, assert_server_alive, skip_unless_required
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_truncated_bytes_elements_are_invalid_argument(server, stub, jpeg):
 
 def test_overload_is_unavailable_never_a_crash(server):
     if not server.has_resnet:
-        pytest.skip("needs ../shared/models/resnet18-imagenet-random.onnx for a model slow enough to overload")
+        skip_unless_required("needs ../shared/models/resnet18-imagenet-random.onnx for a model slow enough to overload")
     client = tgrpc.InferenceServerClient(url=server.grpc)
     batch = np.zeros((1, 3, 224, 224), dtype=np.float32)
 

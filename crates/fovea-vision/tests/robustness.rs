@@ -82,8 +82,6 @@ fn truncated_or_corrupt_images_never_panic() {
             let decoded = hammer(name, &bytes);
             assert_eq!(decoded, 0, "{name}: a truncated image was accepted");
         }
-    } else {
-        eprintln!("real JPEG part skipped: ../shared/data/images is absent");
     }
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a decoder panicked");
 }

@@ -98,7 +98,6 @@ async fn a_flood_beyond_the_queue_is_refused_with_503_before_any_decoding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundled_model_recognises_real_cifar10_test_images() {
     let Some(shared) = shared_dir() else {
-        println!("skipped: ../shared is absent (no CIFAR-10 test images)");
         return;
     };
     let test_dir = shared.join("data/cifar10/test");

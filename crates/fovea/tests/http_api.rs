@@ -647,7 +647,6 @@ async fn request_ids_are_generated_or_echoed_and_metrics_count_requests_by_route
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_real_photo_gets_ten_predictions_that_sum_to_one() {
     let Some(shared) = shared_dir() else {
-        eprintln!("skipping: ../shared is absent, no real photos to send");
         return;
     };
     let server = TestServer::start(|_| {}).await;
@@ -670,8 +669,8 @@ async fn every_real_photo_gets_ten_predictions_that_sum_to_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onnx_runtime_and_tract_servers_give_the_same_answers() {
-    if let Err(reason) = fovea_engine::ort_runtime_status() {
-        eprintln!("skipping: ONNX Runtime is not available here: {reason}");
+    let status = fovea_engine::ort_runtime_status().map(|_| ());
+    if fovea_testkit::available(fovea_testkit::REQUIRE_ORT, "ONNX Runtime", status).is_none() {
         return;
     }
     let ort = TestServer::start_with(BackendChoice::Ort, |_| {}).await;

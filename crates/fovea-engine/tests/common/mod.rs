@@ -13,26 +13,20 @@ pub fn tiny_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-cifar.onnx")
 }
 
-/// `/work/shared/models`, or `None` (with the reason printed) on a machine without it.
+/// `../shared/models`, or `None` (with the reason printed) on a machine
+/// without it; a failure in CI (`fovea_testkit`).
 pub fn shared_models() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: {} is absent", dir.display());
-        None
-    }
+    fovea_testkit::shared("models")
 }
 
-/// Whether ONNX Runtime can be loaded here; prints why not.
+/// Whether ONNX Runtime can be loaded here; prints why not, or fails in CI.
 pub fn ort_available() -> bool {
-    match fovea_engine::ort_runtime_status() {
-        Ok(_) => true,
-        Err(reason) => {
-            eprintln!("skipping the ONNX Runtime half: {reason}");
-            false
-        }
-    }
+    fovea_testkit::available(
+        fovea_testkit::REQUIRE_ORT,
+        "the ONNX Runtime half",
+        fovea_engine::ort_runtime_status().map(|_| ()),
+    )
+    .is_some()
 }
 
 /// Reads a raw little-endian f32 file.

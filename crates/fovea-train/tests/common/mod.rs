@@ -6,23 +6,10 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Tensor};
 
-/// `../shared` next to the repository, or `None` (with the reason printed)
-/// when this checkout has none. CI sets `FOVEA_REQUIRE_SHARED=1`, and then an
-/// absent directory fails the test instead of skipping it.
+/// `../shared/<sub>`, or `None` with the reason printed when this checkout
+/// has none; a failure in CI (`fovea_testkit`).
 pub fn shared(sub: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(sub);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("FOVEA_REQUIRE_SHARED").is_none(),
-        "{} is absent and FOVEA_REQUIRE_SHARED is set",
-        path.display()
-    );
-    eprintln!("skipped: {} is absent", path.display());
-    None
+    fovea_testkit::shared(sub)
 }
 
 /// The committed fixtures directory.

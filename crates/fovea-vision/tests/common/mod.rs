@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use image::{DynamicImage, ImageEncoder, ImageFormat, RgbImage};
 
-/// `../shared/data/images` next to the repository, if present.
+/// `../shared/data/images` next to the repository, if present (the reason
+/// printed when not; a failure in CI, `fovea_testkit`).
 pub fn shared_images() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/images");
-    dir.is_dir().then_some(dir)
+    fovea_testkit::shared("data/images")
 }
 
 /// Encodes with the `image` crate in the given container format.

@@ -22,10 +22,10 @@ pub fn fixture_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fovea-engine/tests/fixtures/tiny-cifar.onnx")
 }
 
-/// `../shared` next to the repository, when this machine has it.
+/// `../shared` next to the repository, when this machine has it (the reason
+/// printed when not; a failure in CI, `fovea_testkit`).
 pub fn shared_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    dir.is_dir().then_some(dir)
+    fovea_testkit::shared("")
 }
 
 const CIFAR_LABELS: &str = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
