@@ -3,7 +3,8 @@
 #   1. Rust unit and integration tests (both backends, real HTTP and gRPC on loopback);
 #   2. the protocol-compatibility tests: the official Python clients
 #      (tritonclient, tensorflow-serving-api, requests) against a real `fovea serve`;
-#   3. the deployment tests: nginx with deploy/nginx/nginx.conf in front of fovea.
+#   3. the deployment tests: nginx with deploy/nginx/nginx.conf in front of fovea,
+#      and the Kubernetes/KServe manifests of deploy/k8s validated offline.
 # ONNX Runtime and the Python clients are installed into ./.venv on first use,
 # PyTorch's wheel (libtorch, for the trainer) into a shared cache venv
 # (scripts/ensure-torch.sh).
@@ -15,10 +16,10 @@ source scripts/ensure-torch.sh
 
 cargo test --workspace --all-features
 
-if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import tritonclient.grpc, tensorflow_serving" 2>/dev/null; then
-    echo "fovea: installing the protocol clients for tests/compat into .venv (one time)" >&2
+if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import tritonclient.grpc, tensorflow_serving, kubernetes_validate, jsonschema, yaml" 2>/dev/null; then
+    echo "fovea: installing the protocol clients and manifest validators for tests/ into .venv (one time)" >&2
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -r tests/compat/requirements.txt
+    .venv/bin/pip install -q --disable-pip-version-check -r tests/compat/requirements.txt -r tests/deploy/requirements.txt
 fi
 cargo build -p fovea
 # The compat tests need the binary and fovea-proto's descriptor set from the
@@ -27,6 +28,8 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 descriptor=$(ls -t "$target_dir"/debug/build/fovea-proto-*/out/fovea_descriptor.bin | head -n 1)
 FOVEA_BIN="$target_dir/debug/fovea" FOVEA_PROTO_DESCRIPTOR="$descriptor" \
     .venv/bin/python -m pytest tests/compat -q -p no:cacheprovider
-# 3. nginx in front of fovea (deploy/nginx/nginx.conf), both real, on loopback;
-#    skipped with a reason when nginx is not installed (CI installs it).
+# 3. deploy/: nginx (deploy/nginx/nginx.conf) in front of a real fovea on
+#    loopback, skipped with a reason when nginx is not installed (CI installs
+#    it); the Kubernetes/KServe manifests validated offline against their
+#    schemas and against what `fovea serve` really exposes.
 FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/deploy -q -p no:cacheprovider
