@@ -21,13 +21,13 @@ print(os.path.join(os.path.dirname(torch.__file__), "lib"))
 PY
 }
 
-lib=$(torch_lib_dir)
+lib=$(torch_lib_dir || true)
 if [ -z "$lib" ]; then
     echo "fovea: installing torch==$TORCH_VERSION into $torch_venv (one time per machine, about 4 GB)" >&2
     mkdir -p "$(dirname "$torch_venv")"
     { [ -x "$torch_venv/bin/python" ] || python3 -m venv "$torch_venv"; } >&2
     "$torch_venv/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION" >&2
-    lib=$(torch_lib_dir)
+    lib=$(torch_lib_dir || true)
     [ -n "$lib" ] || { echo "fovea: torch==$TORCH_VERSION did not install into $torch_venv" >&2; return 1 2>/dev/null || exit 1; }
 fi
 export LIBTORCH_USE_PYTORCH=1
