@@ -15,8 +15,9 @@ pub mod quantize;
 mod repository;
 
 pub use backend::{
-    Backend, BackendChoice, BackendTuning, OrtBackend, Signature, TractBackend, backend_name,
-    open_backend, open_backend_tuned, ort_library_path, ort_runtime_status, resolve_choice,
+    Backend, BackendChoice, BackendTuning, ORT_WHEEL, OrtBackend, Signature, TractBackend,
+    backend_name, open_backend, open_backend_tuned, ort_library_path, ort_runtime_status,
+    resolve_choice,
 };
 pub use batcher::BatchStats;
 pub use bench::{BenchResult, bench_backend};

@@ -41,6 +41,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Make a static int8 (QDQ) version of an fp32 model, calibrated on real images.
     Quantize(crate::quantize::QuantizeArgs),
+    /// What this machine gives fovea: backends and their libraries, CPU features, thread budget, the repository's models.
+    Doctor(RepositoryArgs),
     /// Train a ResNet-18 (CIFAR or torchvision stem) with checkpoints and resume.
     #[cfg(feature = "train")]
     Train(fovea_train::cli::TrainArgs),

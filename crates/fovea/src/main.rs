@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod doctor;
 mod local;
 mod models;
 mod predict;
@@ -38,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Command::Export(args) => return fovea_train::cli::run_export(args),
         // Calibration is synchronous compute too.
         Command::Quantize(args) => return quantize::run(args),
+        Command::Doctor(args) => return doctor::run(&args),
         other => other,
     };
     if let Command::Serve(args) = &command {
@@ -52,7 +54,7 @@ fn main() -> anyhow::Result<()> {
             Command::Predict(args) => predict::run(args).await,
             Command::Models(ModelsCommand::List(args)) => models::list(&args),
             Command::Bench(args) => bench::run(args).await,
-            Command::Quantize(_) => Ok(()),
+            Command::Quantize(_) | Command::Doctor(_) => Ok(()),
             #[cfg(feature = "train")]
             Command::Train(_) | Command::Eval(_) | Command::Export(_) => Ok(()),
         }

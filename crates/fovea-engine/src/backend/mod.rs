@@ -106,6 +106,10 @@ pub struct BackendTuning {
     pub intra_op_spinning: bool,
 }
 
+/// The onnxruntime wheel fovea is built and tested against (`ort`'s api-31
+/// needs ONNX Runtime 1.31 or newer); scripts/ensure-onnxruntime.sh installs it.
+pub const ORT_WHEEL: &str = "1.32.0";
+
 /// Resolves `Auto` to the backend that will actually be used, logging why.
 pub fn resolve_choice(choice: BackendChoice) -> BackendChoice {
     match choice {
@@ -115,7 +119,11 @@ pub fn resolve_choice(choice: BackendChoice) -> BackendChoice {
                 BackendChoice::Ort
             }
             Err(reason) => {
-                tracing::info!("ONNX Runtime not found: {reason}; falling back to tract");
+                tracing::warn!(
+                    "ONNX Runtime not found: {reason}; falling back to tract, about 3x slower. \
+                     Fix: `python3 -m venv .venv && .venv/bin/pip install onnxruntime=={ORT_WHEEL}` \
+                     here (or set ORT_DYLIB_PATH to a libonnxruntime.so >= 1.31)"
+                );
                 BackendChoice::Tract
             }
         },

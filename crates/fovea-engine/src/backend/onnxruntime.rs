@@ -1,5 +1,5 @@
 //! ONNX Runtime through the `ort` crate, loaded at run time from
-//! `ORT_DYLIB_PATH` or from the `onnxruntime` Python wheel.
+//! `ORT_DYLIB_PATH` or wherever a user has the `onnxruntime` wheel or library.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,8 +18,13 @@ use crate::error::BackendError;
 /// loads the library once, so the outcome (or the reason it failed) is kept.
 static ENVIRONMENT: OnceLock<Result<(Environment, PathBuf), String>> = OnceLock::new();
 
-/// Where the ONNX Runtime library is: `ORT_DYLIB_PATH` when set, else the
-/// `capi/libonnxruntime.so*` inside the installed `onnxruntime` Python package.
+/// Where the ONNX Runtime library is, looked for where a user would have it:
+/// `ORT_DYLIB_PATH` when set (and then only there); else the `onnxruntime`
+/// wheel in `./.venv` or in the `.venv` of the workspace the binary was built
+/// in (`target/<profile>/fovea`, where `scripts/serve.sh` installs it); else a
+/// `libonnxruntime.so*` on the library path (`LD_LIBRARY_PATH`, the system
+/// directories); else the wheel of the system `python3`. The error lists
+/// every place looked at.
 pub fn ort_library_path() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
@@ -29,22 +34,95 @@ pub fn ort_library_path() -> Result<PathBuf, String> {
             Err(format!("ORT_DYLIB_PATH={} does not exist", path.display()))
         };
     }
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
-        ])
-        .output()
-        .map_err(|e| format!("ORT_DYLIB_PATH is unset and python3 cannot run: {e}"))?;
-    if !output.status.success() {
-        return Err(
-            "ORT_DYLIB_PATH is unset and the onnxruntime Python package is not installed".into(),
-        );
+    let mut looked = Vec::new();
+    for venv in venv_candidates() {
+        if let Some(library) = venv_library(&venv) {
+            return Ok(library);
+        }
+        looked.push(venv.display().to_string());
     }
-    let package = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    let capi = package.join("capi");
-    let mut libraries: Vec<PathBuf> = std::fs::read_dir(&capi)
-        .map_err(|e| format!("cannot list {}: {e}", capi.display()))?
+    for dir in library_dirs() {
+        if let Some(library) = newest_library(&dir) {
+            return Ok(library);
+        }
+    }
+    looked.push("the library path".into());
+    match python_library() {
+        Ok(library) => Ok(library),
+        Err(reason) => {
+            looked.push(format!("python3 ({reason})"));
+            Err(format!(
+                "no libonnxruntime.so (ORT_DYLIB_PATH is unset; looked in {})",
+                looked.join(", ")
+            ))
+        }
+    }
+}
+
+/// `./.venv`, then the `.venv` at the root of the workspace whose
+/// `target/<profile>/` holds the running binary.
+fn venv_candidates() -> Vec<PathBuf> {
+    let mut candidates = vec![PathBuf::from(".venv")];
+    if let Ok(exe) = std::env::current_exe() {
+        // <workspace>/target/<profile>/fovea, or .../target/<profile>/deps/<test binary>.
+        for ancestor in exe.ancestors().skip(1) {
+            if ancestor.file_name().is_some_and(|n| n == "target") {
+                if let Some(workspace) = ancestor.parent() {
+                    candidates.push(workspace.join(".venv"));
+                }
+                break;
+            }
+        }
+    }
+    candidates.dedup_by(|a, b| {
+        a.canonicalize()
+            .ok()
+            .is_some_and(|a| Some(a) == b.canonicalize().ok())
+    });
+    candidates
+}
+
+/// `<venv>/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so*`.
+fn venv_library(venv: &Path) -> Option<PathBuf> {
+    let mut pythons: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("python3"))
+        })
+        .collect();
+    pythons.sort();
+    pythons
+        .iter()
+        .rev()
+        .find_map(|python| newest_library(&python.join("site-packages/onnxruntime/capi")))
+}
+
+/// `LD_LIBRARY_PATH`'s directories, then the usual system library directories.
+fn library_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
+        .map(|paths| std::env::split_paths(&paths).collect())
+        .unwrap_or_default();
+    dirs.extend(
+        [
+            "/usr/local/lib",
+            "/usr/lib",
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/usr/lib64",
+        ]
+        .map(PathBuf::from),
+    );
+    dirs
+}
+
+/// The `libonnxruntime.so*` of `dir` with the highest version: the versioned
+/// name sorts last and is the real file (the bare `.so` may be absent).
+fn newest_library(dir: &Path) -> Option<PathBuf> {
+    let mut libraries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
@@ -52,11 +130,24 @@ pub fn ort_library_path() -> Result<PathBuf, String> {
                 .is_some_and(|n| n.starts_with("libonnxruntime.so"))
         })
         .collect();
-    // The versioned name sorts last and is the real file; the bare .so may be absent.
     libraries.sort();
-    libraries
-        .pop()
-        .ok_or_else(|| format!("no libonnxruntime.so* in {}", capi.display()))
+    libraries.pop()
+}
+
+/// The library inside the system `python3`'s `onnxruntime` package.
+fn python_library() -> Result<PathBuf, String> {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run: {e}"))?;
+    if !output.status.success() {
+        return Err("no onnxruntime package".into());
+    }
+    let capi = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("capi");
+    newest_library(&capi).ok_or_else(|| format!("no libonnxruntime.so* in {}", capi.display()))
 }
 
 /// Loads the ONNX Runtime library and builds the environment once; returns the
