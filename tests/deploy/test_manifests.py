@@ -718,6 +718,7 @@ def test_manifest_args_serve_and_probes_answer(all_workloads, core, kserve, opti
         shutil.copyfile(KSERVE_MODEL_SOURCE, tmp_path / "mnt-models" / "model.onnx")
         mounts["/mnt/models"] = tmp_path / "mnt-models"
     container = {"deployment": deployment_container(core), "kserve": runtime_container(kserve)}.get(name)
+    kserve_model_name = kserve["InferenceService"]["metadata"]["name"]
 
     local_ports = {}
     args = []
@@ -730,6 +731,8 @@ def test_manifest_args_serve_and_probes_answer(all_workloads, core, kserve, opti
         for target, local in mounts.items():
             if token == target or token.startswith(target + "/"):
                 token = str(local) + token[len(target):]
+        # KServe fills `{{.Name}}` in runtime args with the InferenceService's name.
+        token = token.replace("{{.Name}}", kserve_model_name)
         args.append(token)
     env = clean_env()
     env.update(resolve_env(w, container))
@@ -758,8 +761,10 @@ def test_manifest_args_serve_and_probes_answer(all_workloads, core, kserve, opti
 
             paths = {path for _, path, _ in w.probes} | {"/healthz", "/readyz", "/metrics"}
             if name == "kserve":
-                # V2 health and the model, named after the file stem (documented in the manifests).
-                paths |= {"/v2/health/live", "/v2/health/ready", "/v2/models/model", "/v2/models/model/ready"}
+                # V2 health and the model, named after the InferenceService by
+                # `--model-name {{.Name}}` (substituted below as KServe does).
+                model = kserve_model_name
+                paths |= {"/v2/health/live", "/v2/health/ready", f"/v2/models/{model}", f"/v2/models/{model}/ready"}
             for path in sorted(paths):
                 assert http_status(base + path) == 200, f"{name}: GET {path} is not 200"
             assert http_status(base + "/no-such-route") == 404

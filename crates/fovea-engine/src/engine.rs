@@ -54,7 +54,7 @@ impl Default for EngineOptions {
 pub enum ModelSource {
     /// A model repository directory (DESIGN.md §4).
     Repository(PathBuf),
-    /// One ONNX file served as version 1 of the model named after the file stem.
+    /// One ONNX file served as version 1 of the model `config.name` (by default the file stem).
     SingleFile {
         path: PathBuf,
         config: ModelConfig,
@@ -393,9 +393,10 @@ impl Inner {
                 config,
                 labels,
             } => {
-                let name = path
-                    .file_stem()
-                    .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+                let name = config.name.clone().unwrap_or_else(|| {
+                    path.file_stem()
+                        .map_or("model".into(), |s| s.to_string_lossy().into_owned())
+                });
                 let version = VersionPlan {
                     version: 1,
                     fingerprint: None,

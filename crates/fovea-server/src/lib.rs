@@ -138,7 +138,11 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(telemetry::make_span))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(telemetry::make_span)
+                        .on_failure(telemetry::log_failure),
+                )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::from_fn(telemetry::record))
                 .layer(CatchPanicLayer::custom(panic_response))

@@ -84,6 +84,32 @@ pub async fn record(request: Request, next: Next) -> Response {
     response
 }
 
+/// How a failed response is logged. 503 is fovea working as designed (not
+/// ready yet during warm-up, which readiness probes ask about every few
+/// seconds; or a full queue refused at admission): DEBUG, since metrics count
+/// it. 504 (a deadline passed) is a WARNING; any other 5xx, or a failure
+/// without a response, is an ERROR.
+pub fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass::{Error, StatusCode};
+    let ms = latency.as_secs_f64() * 1000.0;
+    match class {
+        StatusCode(code) if code.as_u16() == 503 => {
+            tracing::debug!(status = code.as_u16(), latency_ms = ms, "unavailable")
+        }
+        StatusCode(code) if code.as_u16() == 504 => {
+            tracing::warn!(status = code.as_u16(), latency_ms = ms, "deadline passed")
+        }
+        StatusCode(code) => {
+            tracing::error!(status = code.as_u16(), latency_ms = ms, "server error")
+        }
+        Error(error) => tracing::error!(latency_ms = ms, "response failed: {error}"),
+    }
+}
+
 /// The tracing span for one request, carrying its request id.
 pub fn make_span(request: &Request) -> tracing::Span {
     let id = request

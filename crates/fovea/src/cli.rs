@@ -102,9 +102,12 @@ pub struct ModelArgs {
     /// Model repository directory (DESIGN.md §4).
     #[arg(long, env = "FOVEA_MODELS", default_value = "models")]
     pub models: PathBuf,
-    /// Serve one ONNX file instead of a repository; the model is named after the file stem.
+    /// Serve one ONNX file instead of a repository; the model is named after the file stem unless --model-name says otherwise.
     #[arg(long, env = "FOVEA_MODEL")]
     pub model: Option<PathBuf>,
+    /// The name --model is served under (KServe's storage initializer always writes `model.onnx`; the InferenceService's name is what clients ask for).
+    #[arg(long, env = "FOVEA_MODEL_NAME", requires = "model")]
+    pub model_name: Option<String>,
     /// Preprocessing for --model; guessed from the input size when absent (32×32 → cifar10, else imagenet).
     #[arg(long, env = "FOVEA_PRESET", value_enum, requires = "model")]
     pub preset: Option<Preset>,

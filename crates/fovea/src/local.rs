@@ -46,10 +46,11 @@ fn single_file(args: &ModelArgs, path: &Path) -> anyhow::Result<ModelSource> {
             config.input.shape
         );
     }
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".to_string());
+    let name = args.model_name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".to_string())
+    });
     config.name = Some(name);
     config.output.classes = signature.num_classes();
     let labels = match (&args.labels, preset.labels()) {
