@@ -3,7 +3,8 @@
 #   1. Rust unit and integration tests (both backends, real HTTP and gRPC on loopback);
 #   2. the protocol-compatibility tests: the official Python clients
 #      (tritonclient, tensorflow-serving-api, requests) against a real `fovea serve`;
-#   3. the deployment tests: nginx with deploy/nginx/nginx.conf in front of fovea,
+#   3. the client examples (examples/python) and the documented metrics;
+#   4. the deployment tests: nginx with deploy/nginx/nginx.conf in front of fovea,
 #      and the Kubernetes/KServe manifests of deploy/k8s validated offline.
 # ONNX Runtime and the Python clients are installed into ./.venv on first use,
 # PyTorch's wheel (libtorch, for the trainer) into a shared cache venv
@@ -28,7 +29,10 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 descriptor=$(ls -t "$target_dir"/debug/build/fovea-proto-*/out/fovea_descriptor.bin | head -n 1)
 FOVEA_BIN="$target_dir/debug/fovea" FOVEA_PROTO_DESCRIPTOR="$descriptor" \
     .venv/bin/python -m pytest tests/compat -q -p no:cacheprovider
-# 3. deploy/: nginx (deploy/nginx/nginx.conf) in front of a real fovea on
+# 3. the Python client examples (examples/python) against a real fovea, and
+#    /metrics moving with traffic as docs/METRICS.md documents it.
+FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/clients -q -p no:cacheprovider
+# 4. deploy/: nginx (deploy/nginx/nginx.conf) in front of a real fovea on
 #    loopback, skipped with a reason when nginx is not installed (CI installs
 #    it); the Kubernetes/KServe manifests validated offline against their
 #    schemas and against what `fovea serve` really exposes.
