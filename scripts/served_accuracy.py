@@ -5,7 +5,7 @@ Used for the figures of models/resnet18-cifar10/README.md.
 
   fovea serve --models models --http 127.0.0.1:18181 --grpc off &
   python3 scripts/served_accuracy.py --server http://127.0.0.1:18181 \
-      --model resnet18-cifar10 --versions 3 4 --data ../shared/data/cifar10/test
+      --model resnet18-cifar10 --versions 5 6 --data ../shared/data/cifar10/test
 """
 
 import argparse

@@ -20,7 +20,7 @@ the numbers /api/v1/predict returns.
 Examples:
 
   python kserve_v2_grpc.py cat.jpg
-  python kserve_v2_grpc.py --grpc 127.0.0.1:8500 --model resnet18-cifar10 --version 3 cat.jpg
+  python kserve_v2_grpc.py --grpc 127.0.0.1:8500 --model resnet18-cifar10 --version 5 cat.jpg
 
 Exits 1 with the server's gRPC status and message when the server refuses a
 request, 2 on bad arguments.

@@ -22,7 +22,7 @@ logits are used and classes are shown by index.
 Examples:
 
   python kserve_v2_http.py cat.jpg
-  python kserve_v2_http.py --url http://127.0.0.1:8080 --model resnet18-cifar10 --version 3 cat.jpg
+  python kserve_v2_http.py --url http://127.0.0.1:8080 --model resnet18-cifar10 --version 5 cat.jpg
   python kserve_v2_http.py --model-config ../../models/resnet18-cifar10/config.toml --top-k 3 cat.jpg
 
 Exits 1 with the server's error message when the server refuses a request,

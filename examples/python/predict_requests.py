@@ -13,7 +13,7 @@ Examples:
 
   python predict_requests.py cat.jpg
   python predict_requests.py --url http://127.0.0.1:8080 --top-k 3 cat.jpg dog.png
-  python predict_requests.py --mode all --model resnet18-cifar10 --version 3 cat.jpg
+  python predict_requests.py --mode all --model resnet18-cifar10 --version 5 cat.jpg
 
 Prints, per image and way of sending it, the top class and its score, then
 the top-k. Exits 1 with the server's error message when the server refuses

@@ -19,7 +19,7 @@ is reported and skipped.
 Examples:
 
   python tfserving_grpc.py cat.jpg dog.jpg
-  python tfserving_grpc.py --grpc 127.0.0.1:8500 --version 3 \\
+  python tfserving_grpc.py --grpc 127.0.0.1:8500 --version 5 \\
       --labels ../../models/resnet18-cifar10/labels.txt cat.jpg
 
 Exits 1 with the server's gRPC status and message when the server refuses a

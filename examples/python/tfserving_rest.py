@@ -19,7 +19,7 @@ reported and skipped.
 Examples:
 
   python tfserving_rest.py cat.jpg dog.jpg
-  python tfserving_rest.py --url http://127.0.0.1:8080 --version 3 \\
+  python tfserving_rest.py --url http://127.0.0.1:8080 --version 5 \\
       --labels ../../models/resnet18-cifar10/labels.txt cat.jpg
 
 Exits 1 with the server's error message when the server refuses a request

@@ -69,7 +69,7 @@ KSERVE_SCHEMAS = {
     "InferenceService": "inferenceservice-v1beta1.json",
 }
 # A single ONNX file served by the KServe runtime, for the live run.
-KSERVE_MODEL_SOURCE = MODELS / "resnet18-cifar10" / "4" / "model.onnx"
+KSERVE_MODEL_SOURCE = MODELS / "resnet18-cifar10" / "6" / "model.onnx"
 STARTUP_TIMEOUT = float(os.environ.get("FOVEA_STARTUP_TIMEOUT", "60"))
 
 
