@@ -5,13 +5,11 @@ reference data from ../shared.
 The model's name is read from the repository and its versions from the
 server (`/v2/models/{name}`), never assumed: the highest is the default."""
 
-import glob
 import importlib.util
 import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +21,9 @@ import pytest
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fovea_env import require_shared, fovea_binary, ort_environment, free_port  # noqa: E402
 MODELS = REPO_ROOT / "models"
 EXAMPLES = REPO_ROOT / "examples" / "python"
 SHARED = REPO_ROOT.parent / "shared"
@@ -43,42 +44,6 @@ class Server:
         return self.versions[-1]
 
 
-def require_shared(path: Path) -> None:
-    """Skips the test when `path` (reference data from ../shared) is absent,
-    saying why; fails it instead when FOVEA_REQUIRE_SHARED=1 (CI)."""
-    if path.exists():
-        return
-    reason = f"{path} absent (reference data from ../shared)"
-    if os.environ.get("FOVEA_REQUIRE_SHARED") == "1":
-        pytest.fail(f"FOVEA_REQUIRE_SHARED=1 but {reason}")
-    print(f"skipping: {reason}")
-    pytest.skip(reason)
-
-
-def fovea_binary() -> Path:
-    binary = Path(os.environ.get("FOVEA_BIN", REPO_ROOT / "target" / "debug" / "fovea"))
-    if not binary.is_absolute():
-        binary = REPO_ROOT / binary
-    if not binary.exists():
-        pytest.fail(f"fovea binary not found at {binary}; build it (cargo build -p fovea) or set FOVEA_BIN")
-    return binary
-
-
-def ort_environment() -> dict:
-    """fovea's environment: ORT_DYLIB_PATH from this Python's onnxruntime
-    package when the caller did not set it (else fovea looks for ONNX
-    Runtime itself, or falls back to tract, which answers the same)."""
-    env = dict(os.environ)
-    if not env.get("ORT_DYLIB_PATH"):
-        spec = importlib.util.find_spec("onnxruntime")
-        if spec is not None and spec.submodule_search_locations:
-            capi = os.path.join(list(spec.submodule_search_locations)[0], "capi")
-            libs = sorted(glob.glob(os.path.join(capi, "libonnxruntime.so*")))
-            if libs:
-                env["ORT_DYLIB_PATH"] = libs[-1]
-    return env
-
-
 def bundled_model() -> str:
     """The one model of the bundled repository (a directory with a config.toml)."""
     names = sorted(p.parent.name for p in MODELS.glob("*/config.toml"))
@@ -87,17 +52,11 @@ def bundled_model() -> str:
     return names[0]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server():
     binary = fovea_binary()
     model = bundled_model()
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     tmp = Path(tempfile.mkdtemp(prefix="fovea-clients-"))
     log_path = tmp / "fovea.log"
     log = open(log_path, "wb")

@@ -26,15 +26,14 @@ PyYAML) and the fovea binary. Runs offline in seconds:
 """
 
 import copy
-import glob
 import importlib.util
 import json
 import math
 import os
+import sys
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -52,6 +51,9 @@ import yaml
 from kubernetes_validate.utils import schema_contents
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fovea_env import fovea_binary, free_port, ort_environment  # noqa: E402
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
 KSERVE_DIR = K8S_DIR / "kserve"
 COMPOSE_FILE = REPO_ROOT / "deploy" / "docker-compose.yml"
@@ -148,15 +150,6 @@ def parse_help(text: str) -> dict:
             block.append(line)
     close()
     return options
-
-
-def fovea_binary() -> Path:
-    binary = Path(os.environ.get("FOVEA_BIN", REPO_ROOT / "target" / "debug" / "fovea"))
-    if not binary.is_absolute():
-        binary = REPO_ROOT / binary
-    if not binary.exists():
-        pytest.fail(f"fovea binary not found at {binary}; build it (cargo build -p fovea) or set FOVEA_BIN")
-    return binary
 
 
 @pytest.fixture(scope="module")
@@ -662,24 +655,10 @@ def test_compose_nginx_points_at_fovea(compose, tmp_path):
 
 # ------------------------------------------------- the manifests, for real
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def clean_env() -> dict:
-    """This process's environment without FOVEA_* (they would change what
-    fovea does), with ORT_DYLIB_PATH from this Python's onnxruntime when the
-    caller did not set it (else fovea falls back to tract, also fine)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FOVEA_")}
-    if not env.get("ORT_DYLIB_PATH"):
-        spec = importlib.util.find_spec("onnxruntime")
-        if spec is not None and spec.submodule_search_locations:
-            libs = sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "capi", "libonnxruntime.so*")))
-            if libs:
-                env["ORT_DYLIB_PATH"] = libs[-1]
-    return env
+    """fovea's environment (ORT_DYLIB_PATH included, fovea_env) without FOVEA_*
+    variables, which would change what fovea does."""
+    return {k: v for k, v in ort_environment().items() if not k.startswith("FOVEA_")}
 
 
 def http_status(url: str) -> int:
@@ -726,7 +705,7 @@ def test_manifest_args_serve_and_probes_answer(all_workloads, core, kserve, opti
         token = str(token)
         if i > 0 and str(w.args[i - 1]) in ("--http", "--grpc"):
             port = host_port(token)[1]
-            local_ports[port] = _free_port()
+            local_ports[port] = free_port()
             token = f"127.0.0.1:{local_ports[port]}"
         for target, local in mounts.items():
             if token == target or token.startswith(target + "/"):

@@ -18,14 +18,13 @@ FOVEA_REQUIRE_SHARED=1). Installs nothing.
     FOVEA_BIN=target/debug/fovea .venv/bin/python -m pytest tests/deploy -q -p no:cacheprovider
 """
 
-import glob
 import importlib.util
 import json
 import os
+import sys
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +36,9 @@ import pytest
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fovea_env import require_shared, fovea_binary, ort_environment, free_port  # noqa: E402
 SHIPPED_CONF = REPO_ROOT / "deploy" / "nginx" / "nginx.conf"
 MODELS = REPO_ROOT / "models"
 SHARED = REPO_ROOT.parent / "shared"
@@ -96,12 +98,6 @@ def temp_path_directives(nginx: str, prefix: Path) -> str:
 
 # ----------------------------------------------------------------- helpers
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def find_nginx() -> "str | None":
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
 
@@ -115,38 +111,6 @@ def require_nginx() -> str:
         print(f"skipping the nginx deploy tests: {reason}")
         pytest.skip(reason)
     return nginx
-
-
-def require_shared(path: Path) -> None:
-    if not path.is_dir():
-        reason = f"{path} absent (reference data from ../shared)"
-        if os.environ.get("FOVEA_REQUIRE_SHARED") == "1":
-            pytest.fail(f"FOVEA_REQUIRE_SHARED=1 but {reason}")
-        print(f"skipping: {reason}")
-        pytest.skip(reason)
-
-
-def fovea_binary() -> Path:
-    binary = Path(os.environ.get("FOVEA_BIN", REPO_ROOT / "target" / "debug" / "fovea"))
-    if not binary.is_absolute():
-        binary = REPO_ROOT / binary
-    if not binary.exists():
-        pytest.fail(f"fovea binary not found at {binary}; build it (cargo build -p fovea) or set FOVEA_BIN")
-    return binary
-
-
-def ort_environment() -> dict:
-    """fovea's environment: ORT_DYLIB_PATH as scripts/ensure-onnxruntime.sh
-    sets it, found in this Python's onnxruntime package when the caller did
-    not set it (else fovea falls back to tract, which answers the same)."""
-    env = dict(os.environ)
-    if not env.get("ORT_DYLIB_PATH"):
-        spec = importlib.util.find_spec("onnxruntime")
-        if spec is not None and spec.submodule_search_locations:
-            libs = sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "capi", "libonnxruntime.so*")))
-            if libs:
-                env["ORT_DYLIB_PATH"] = libs[-1]
-    return env
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout=30) -> None:
@@ -223,8 +187,8 @@ def nginx_bin():
 def stack(nginx_bin):
     binary = fovea_binary()
     prefix = make_prefix("stack")
-    fovea_http, fovea_grpc = _free_port(), _free_port()
-    proxy_http, proxy_grpc = _free_port(), _free_port()
+    fovea_http, fovea_grpc = free_port(), free_port()
+    proxy_http, proxy_grpc = free_port(), free_port()
 
     fovea_log_path = prefix / "fovea.log"
     fovea_log = open(fovea_log_path, "wb")
@@ -625,9 +589,9 @@ def test_nginx_answers_in_foveas_shape_when_fovea_is_down(nginx_bin):
     prefix = make_prefix("down")
     nginx = None
     try:
-        http_port, grpc_port = _free_port(), _free_port()
+        http_port, grpc_port = free_port(), free_port()
         conf = render(SHIPPED_CONF.read_text(), http_port=http_port, grpc_port=grpc_port,
-                      fovea_http=f"127.0.0.1:{_free_port()}", fovea_grpc=f"127.0.0.1:{_free_port()}",
+                      fovea_http=f"127.0.0.1:{free_port()}", fovea_grpc=f"127.0.0.1:{free_port()}",
                       prefix=prefix, access_log=prefix / "access.log", body_limit=LIMIT_NGINX,
                       temp_paths=temp_path_directives(nginx_bin, prefix))
         nginx = start_nginx(nginx_bin, conf, prefix)
