@@ -346,9 +346,9 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
             flip_tta,
         )
     };
-    let plain = run(false);
+    let plain = run(false)?;
     let (report, mut text) = if args.tta == "flip" {
-        let flipped = run(true);
+        let flipped = run(true)?;
         let header = format!(
             "test-time augmentation: flip (mean logits of each image and its mirror): top-1 {:.2}% (without: {:.2}%)\n\n",
             100.0 * flipped.accuracy(),

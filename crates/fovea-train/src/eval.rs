@@ -8,6 +8,7 @@ use tch::{Kind, Tensor};
 
 use crate::augment::{Normalize, to_tensors};
 use crate::data::Dataset;
+use crate::error::{Result, TrainError};
 use crate::model::ResNet;
 
 /// Resizes a batch to the network's input size when they differ (CIFAR
@@ -140,7 +141,7 @@ pub fn evaluate(
     input_size: [usize; 2],
     batch_size: usize,
     flip_tta: bool,
-) -> EvalReport {
+) -> Result<EvalReport> {
     let n = data.classes().len();
     let mut confusion = vec![vec![0u64; n]; n];
     let mut loss_sum = 0f64;
@@ -153,20 +154,23 @@ pub fn evaluate(
         let logits = predict(model, &x, input_size, flip_tta)
             .to_kind(Kind::Float)
             .to_device(tch::Device::Cpu);
-        let rows = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap_or_default();
+        // A failed read would silently empty the confusion matrix: report it instead.
+        let torch =
+            |e: tch::TchError| TrainError::Torch(format!("reading evaluation results: {e}"));
+        let rows = Vec::<f32>::try_from(logits.flatten(0, -1)).map_err(torch)?;
         let truth = Vec::<i64>::try_from(labels.narrow(0, start, len).to_device(tch::Device::Cpu))
-            .unwrap_or_default();
+            .map_err(torch)?;
         for (row, &label) in rows.chunks(n).zip(&truth) {
             let (loss, predicted) = cross_entropy_row(row, label as usize);
             loss_sum += loss;
             confusion[label as usize][predicted] += 1;
         }
     }
-    EvalReport {
+    Ok(EvalReport {
         classes: data.classes().to_vec(),
         confusion,
         loss: loss_sum / data.len().max(1) as f64,
-    }
+    })
 }
 
 /// Cross-entropy of one logit row against `label`, and the argmax.

@@ -525,7 +525,7 @@ pub fn run(config: &TrainConfig, splits: &Splits, options: &RunOptions) -> Resul
             [config.input_size; 2],
             config.eval_batch_size,
             false,
-        );
+        )?;
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             train_loss: loss_sum / steps as f64,
