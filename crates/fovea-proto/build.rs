@@ -10,10 +10,6 @@ const PROTOS: &[&str] = &[
     "inference/grpc_service.proto",
 ];
 
-/// The ONNX model format: messages only, compiled apart so that gRPC
-/// reflection does not advertise it and its byte fields stay plain `Vec<u8>`.
-const ONNX_PROTO: &str = "onnx/onnx.proto";
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -27,9 +23,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // which matters for raw_input_contents and encoded images.
         .bytes(".")
         .compile_fds(fds)?;
-    tonic_prost_build::configure()
-        .build_client(false)
-        .build_server(false)
-        .compile_fds(protox::compile([ONNX_PROTO], ["proto"])?)?;
     Ok(())
 }

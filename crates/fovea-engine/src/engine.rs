@@ -12,10 +12,8 @@ use std::time::Duration;
 use fovea_core::{BatchingOverrides, Labels, ModelConfig};
 use serde::Serialize;
 
-use crate::backend::{
-    BackendChoice, BackendTuning, OrtBackend, TractBackend, ort_runtime_status, resolve_choice,
-};
-use crate::error::{BackendError, EngineError};
+use crate::backend::{BackendChoice, BackendTuning, name_of, probe};
+use crate::error::EngineError;
 use crate::model::{LoadedVersion, ModelHandle, VersionSpec, load_version};
 use crate::repository::{self, Fingerprint};
 
@@ -167,8 +165,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Engine {
     /// Loads every model of `source`; returns once each is loaded and warmed
     /// up or has failed (a failure is recorded in `statuses`, not returned).
-    /// Errors only when nothing could ever work: an unreadable repository, or
-    /// `--backend ort` without the ONNX Runtime library.
+    /// Errors only when nothing could ever work: an unreadable repository, a
+    /// backend this build lacks, or ONNX Runtime chosen (or the only one
+    /// built) without its library.
     pub async fn start(source: ModelSource, options: EngineOptions) -> Result<Engine, EngineError> {
         Self::start_tuned(source, options, BackendTuning::default()).await
     }
@@ -181,14 +180,9 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let requested = options.backend;
         // Probing ONNX Runtime runs python3 and dlopen: keep it off the async workers.
-        let choice = tokio::task::spawn_blocking(move || match requested {
-            BackendChoice::Ort => ort_runtime_status()
-                .map(|_| BackendChoice::Ort)
-                .map_err(BackendError::RuntimeUnavailable),
-            other => Ok(resolve_choice(other)),
-        })
-        .await
-        .map_err(|e| EngineError::Load(format!("backend probe failed: {e}")))??;
+        let choice = tokio::task::spawn_blocking(move || probe(requested))
+            .await
+            .map_err(|e| EngineError::Load(format!("backend probe failed: {e}")))??;
         if let ModelSource::Repository(root) = &source
             && !root.is_dir()
         {
@@ -204,10 +198,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             source,
             choice,
-            backend: match choice {
-                BackendChoice::Tract => TractBackend::NAME,
-                _ => OrtBackend::NAME,
-            },
+            backend: name_of(choice),
             threads: options.threads.max(1),
             tuning,
             batching: options.batching.clone(),

@@ -10,6 +10,14 @@ pub enum BackendError {
     /// The ONNX Runtime shared library could not be found or loaded.
     #[error("ONNX Runtime is not available: {0}")]
     RuntimeUnavailable(String),
+    /// The chosen backend was left out of this build (a cargo feature).
+    #[error(
+        "this build of fovea has no {backend} backend (fovea-engine was built without its `{feature}` feature); rebuild with it or choose another backend"
+    )]
+    NotCompiled {
+        backend: &'static str,
+        feature: &'static str,
+    },
     /// The model file could not be loaded or optimised.
     #[error("cannot load {path}: {message}")]
     Load { path: PathBuf, message: String },
@@ -24,7 +32,9 @@ pub enum BackendError {
 impl FoveaError for BackendError {
     fn kind(&self) -> ErrorKind {
         match self {
-            BackendError::RuntimeUnavailable(_) => ErrorKind::Unavailable,
+            BackendError::RuntimeUnavailable(_) | BackendError::NotCompiled { .. } => {
+                ErrorKind::Unavailable
+            }
             _ => ErrorKind::Internal,
         }
     }
@@ -32,6 +42,7 @@ impl FoveaError for BackendError {
     fn code(&self) -> &'static str {
         match self {
             BackendError::RuntimeUnavailable(_) => "runtime_unavailable",
+            BackendError::NotCompiled { .. } => "backend_not_compiled",
             BackendError::Load { .. } => "model_load_failed",
             BackendError::Unsupported { .. } => "model_unsupported",
             BackendError::Run(_) => "inference_failed",
@@ -111,4 +122,18 @@ impl FoveaError for EngineError {
             EngineError::Backend(e) => e.code(),
         }
     }
+}
+
+/// A model file could not be written into the repository (or elsewhere).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteModelError {
+    /// The file exists already and is never replaced.
+    #[error("{} exists already", .0.display())]
+    Exists(PathBuf),
+    /// Creating the directory, writing or renaming failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }

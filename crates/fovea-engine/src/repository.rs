@@ -1,11 +1,20 @@
 //! Reading a model repository from disk: `<root>/<name>/config.toml`, the
 //! labels file it names, and `<root>/<name>/<version>/model.onnx`, with the
-//! version policy applied. Pure file reading; loading is the engine's job.
+//! version policy applied; and the one way tools write a new version's model
+//! into it. Pure file work; loading is the engine's job.
 
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use fovea_core::{Labels, ModelConfig};
+
+use crate::error::WriteModelError;
+
+/// The file name of every version's model.
+const MODEL_FILE: &str = "model.onnx";
 
 /// Size and modification time of a file, to notice that it changed.
 pub(crate) type Stamp = Option<(u64, SystemTime)>;
@@ -90,11 +99,16 @@ fn is_hidden(path: &Path) -> bool {
         .is_none_or(|n| n.starts_with('.'))
 }
 
+/// `<model_dir>/<version>/model.onnx`: where the repository keeps a version's model.
+pub fn version_model_path(model_dir: &Path, version: u64) -> PathBuf {
+    model_dir.join(version.to_string()).join(MODEL_FILE)
+}
+
 /// The versions of the model in `dir` that hold a `model.onnx`, ascending.
 pub fn model_versions(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut versions: Vec<u64> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
-        .filter(|e| e.path().join("model.onnx").is_file())
+        .filter(|e| e.path().join(MODEL_FILE).is_file())
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .filter(|v| *v > 0)
         .collect();
@@ -160,7 +174,7 @@ fn scan_model(dir: &Path, ignored: &mut Vec<PathBuf>) -> ScannedModel {
         .select(&version_dirs)
         .into_iter()
         .map(|version| {
-            let model_path = dir.join(version.to_string()).join("model.onnx");
+            let model_path = version_model_path(dir, version);
             let model_stamp = stamp(&model_path);
             ScannedVersion {
                 version,
@@ -186,5 +200,117 @@ fn scan_model(dir: &Path, ignored: &mut Vec<PathBuf>) -> ScannedModel {
             labels,
             versions,
         }),
+    }
+}
+
+/// Writes `bytes` as the model file `path` (a new version's `model.onnx`, see
+/// [`version_model_path`], or any file a tool is asked for), creating its
+/// directory. Never replaces an existing file: a version a server may be
+/// serving must not change under it. The bytes go to a hidden file beside
+/// `path` first and appear under `path` complete, so a polling server never
+/// loads half a model.
+pub fn write_new_model(path: &Path, bytes: &[u8]) -> Result<(), WriteModelError> {
+    // Checked first as well, so that the common mistake costs no writing.
+    if path.exists() {
+        return Err(WriteModelError::Exists(path.to_path_buf()));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WriteModelError::Io { path, source }
+    };
+    let Some(name) = path.file_name() else {
+        return Err(io(path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file name",
+        )));
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // Unique per process and call: two tools writing versions at once must
+    // not share a partial file.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let partial = dir.join(format!(
+        ".{}.{}-{}.partial",
+        name.to_string_lossy(),
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = write_synced(&partial, bytes).map_err(io(&partial));
+    let placed = written.and_then(|()| place(&partial, path));
+    // After a hard link the partial name is a second name for the file; after
+    // a failure it is debris. Either way it goes; a rename left nothing.
+    let _ = std::fs::remove_file(&partial);
+    placed
+}
+
+/// Writes and flushes to disk, so that a crash after the file is placed
+/// cannot leave an empty model under the final name.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Gives the complete file at `partial` the name `path` unless that exists.
+/// A hard link refuses an existing name atomically, where a rename would
+/// replace it; a filesystem without hard links gets a rename after a second
+/// check, as close as it allows.
+fn place(partial: &Path, path: &Path) -> Result<(), WriteModelError> {
+    match std::fs::hard_link(partial, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(WriteModelError::Exists(path.to_path_buf()))
+        }
+        Err(_) if path.exists() => Err(WriteModelError::Exists(path.to_path_buf())),
+        Err(_) => std::fs::rename(partial, path).map_err(|source| WriteModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_new_version_is_written_whole_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = version_model_path(dir.path(), 2);
+        assert_eq!(path, dir.path().join("2").join("model.onnx"));
+        write_new_model(&path, b"first").unwrap();
+        assert!(matches!(
+            write_new_model(&path, b"second"),
+            Err(WriteModelError::Exists(p)) if p == path
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert_eq!(
+            listing(&dir.path().join("2")),
+            ["model.onnx"],
+            "no partial file left"
+        );
+        assert_eq!(model_versions(dir.path()).unwrap(), [2]);
+    }
+
+    #[test]
+    fn missing_directories_are_created_and_a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/out.onnx");
+        write_new_model(&path, b"x").unwrap();
+        assert_eq!(listing(&dir.path().join("nested")), ["out.onnx"]);
+        assert!(write_new_model(Path::new("/"), b"x").is_err());
     }
 }

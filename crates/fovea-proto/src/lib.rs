@@ -1,14 +1,12 @@
 //! Wire protocols fovea speaks besides its own API: the TF Serving and KServe V2
 //! (Triton) gRPC messages and services generated from `proto/`, and pure
 //! conversions between those messages (and the KServe REST binary extension)
-//! and fovea tensors; and the ONNX model format (`onnx`), for code that
-//! reads or rewrites model files. No networking here: fovea-server owns the
-//! endpoints.
+//! and fovea tensors. No networking here: fovea-server owns the endpoints.
+//! The ONNX model format is fovea-onnx's, not a wire protocol.
 
 pub mod binary;
 pub mod error;
 pub mod kserve;
-pub mod onnx;
 pub mod tf;
 pub mod value;
 

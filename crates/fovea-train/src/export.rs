@@ -7,7 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use fovea_core::{ModelConfig, OutputConfig, PreprocessConfig, Resize};
-use fovea_proto::onnx::{
+use fovea_engine::{WriteModelError, version_model_path, write_new_model};
+use fovea_onnx::{
     AttributeProto, Dim, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     ValueInfoProto,
 };
@@ -275,27 +276,32 @@ pub fn write_repository_entry(
     classes: &[String],
 ) -> Result<RepositoryEntry> {
     let model_dir = repo.join(name);
-    let version_dir = model_dir.join(version.to_string());
-    if version_dir.join("model.onnx").exists() {
-        return Err(TrainError::Invalid(format!(
+    let onnx_path = version_model_path(&model_dir, version);
+    let exists = |path: &Path| {
+        TrainError::Invalid(format!(
             "{} already exists; choose another --version",
-            version_dir.display()
-        )));
+            path.display()
+        ))
+    };
+    // Checked before the config and labels are touched; the writer checks
+    // again, atomically, when it places the model.
+    if onnx_path.exists() {
+        return Err(exists(&onnx_path));
     }
     config
         .validate(&model_dir.join("config.toml"))
         .map_err(|e| TrainError::Export(e.to_string()))?;
-    fs::create_dir_all(&version_dir).map_err(TrainError::io(&version_dir))?;
-    // Written under a temporary name and renamed so that a polling server
-    // never loads half a file.
-    let onnx_path = version_dir.join("model.onnx");
-    let tmp = version_dir.join(".model.onnx.tmp");
-    fs::write(&tmp, onnx).map_err(TrainError::io(&tmp))?;
+    fs::create_dir_all(&model_dir).map_err(TrainError::io(&model_dir))?;
     let config_path = model_dir.join("config.toml");
     fs::write(&config_path, config.to_toml()).map_err(TrainError::io(&config_path))?;
     let labels_path = model_dir.join("labels.txt");
     fs::write(&labels_path, classes.join("\n") + "\n").map_err(TrainError::io(&labels_path))?;
-    fs::rename(&tmp, &onnx_path).map_err(TrainError::io(&onnx_path))?;
+    // The model comes last, so a polling server finds its config and labels
+    // in place when the new version appears.
+    write_new_model(&onnx_path, onnx).map_err(|e| match e {
+        WriteModelError::Exists(path) => exists(&path),
+        WriteModelError::Io { path, source } => TrainError::Io { path, source },
+    })?;
     Ok(RepositoryEntry {
         model_dir,
         onnx: onnx_path,

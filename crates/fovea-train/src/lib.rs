@@ -10,9 +10,9 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod model;
-/// The ONNX model format the export writes (generated in fovea-proto, shared
-/// with fovea-engine's quantiser).
-pub use fovea_proto::onnx;
+/// The ONNX model format the export writes (fovea-onnx, shared with the
+/// quantiser).
+pub use fovea_onnx as onnx;
 pub mod pth;
 pub mod quantize;
 pub mod schedule;

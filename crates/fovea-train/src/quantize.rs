@@ -1,8 +1,8 @@
 //! int8 export: static QDQ quantisation of the exported ONNX graph through
-//! fovea-engine's quantiser (the one `fovea quantize` uses), calibrated on
+//! fovea-quantize (the quantiser `fovea quantize` uses), calibrated on
 //! training images prepared exactly as the network sees them.
 
-use fovea_engine::quantize::{QuantizeOptions, quantize};
+use fovea_quantize::{QuantizeOptions, quantize};
 use tch::{Device, Kind};
 
 use crate::augment::{Normalize, to_tensors};

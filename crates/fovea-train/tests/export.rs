@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use fovea_core::ModelConfig;
 use fovea_engine::{BackendChoice, open_backend};
@@ -96,7 +94,11 @@ fn repository_entry_has_a_valid_config_labels_and_a_versioned_model() {
     assert_eq!(labels.as_slice(), classes.as_slice());
     let again = write_repository_entry(repo.path(), "tiny", 1, &onnx, &config, &classes);
     assert!(again.unwrap_err().to_string().contains("already exists"));
-    assert!(!Path::new(&model_dir.join("1/.model.onnx.tmp")).exists());
+    let left: Vec<_> = std::fs::read_dir(model_dir.join("1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["model.onnx"], "no partial file may be left behind");
 }
 
 #[test]
@@ -124,7 +126,7 @@ fn int8_qdq_export_stays_close_to_float_under_onnxruntime() {
     let normalize = Normalize::cifar10();
     let fp32 = to_onnx(&model.model, [16, 16]).unwrap();
     let int8 = quantize_int8(&fp32, &data, &normalize, [16, 16], n).unwrap();
-    assert!(fovea_engine::quantize::is_quantized(&int8).unwrap());
+    assert!(fovea_quantize::is_quantized(&int8).unwrap());
     let (images, _) = to_tensors(&data, Device::Cpu);
     let batch = values(&normalize.apply(&images.narrow(0, 0, 16)));
     let shape = [16, 3, 16, 16];

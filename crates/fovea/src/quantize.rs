@@ -9,8 +9,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use fovea_core::{ModelConfig, PreprocessConfig, Tensor};
-use fovea_engine::quantize::{Agreement, Calibration, QuantizeOptions, compare_backends};
-use fovea_engine::{BackendChoice, BenchResult, bench_backend, open_backend};
+use fovea_engine::{
+    BackendChoice, BenchResult, WriteModelError, bench_backend, open_backend, version_model_path,
+    write_new_model,
+};
+use fovea_quantize::{Agreement, Calibration, QuantizeOptions, compare_backends};
 use fovea_vision::ImageLimits;
 
 use crate::cli::Preset;
@@ -130,7 +133,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         threads,
         ..QuantizeOptions::default()
     };
-    let quantized = fovea_engine::quantize::quantize(&model, &calibration, &options)
+    let quantized = fovea_quantize::quantize(&model, &calibration, &options)
         .with_context(|| format!("cannot quantise {}", job.source.display()))?;
     let s = &quantized.summary;
     tracing::info!(
@@ -153,12 +156,12 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         "written"
     );
 
-    match fovea_engine::quantize::ort_kernels(&quantized.bytes, threads) {
+    match fovea_quantize::ort_kernels(&quantized.bytes, threads) {
         Ok(kernels) => {
             let list: Vec<String> = kernels.iter().map(|(op, n)| format!("{op} {n}")).collect();
             println!("ONNX Runtime runs the int8 model as: {}", list.join(", "));
         }
-        Err(e) => tracing::warn!("cannot list ONNX Runtime's kernels: {e}"),
+        Err(e) => tracing::warn!("{e}"),
     }
 
     let (eval, eval_note) = if eval_files.is_empty() {
@@ -209,7 +212,7 @@ fn job(args: &QuantizeArgs) -> anyhow::Result<Job> {
             dir.display()
         );
     };
-    let model_of = |v: u64| dir.join(v.to_string()).join("model.onnx");
+    let model_of = |v: u64| version_model_path(&dir, v);
     let version = match args.version {
         Some(v) if versions.contains(&v) => v,
         Some(v) => bail!("{name} has no version {v}; it has {versions:?}"),
@@ -224,7 +227,7 @@ fn job(args: &QuantizeArgs) -> anyhow::Result<Job> {
     Ok(Job {
         source: model_of(version),
         preprocess: config.preprocess,
-        output: dir.join(out_version.to_string()).join("model.onnx"),
+        output: version_model_path(&dir, out_version),
     })
 }
 
@@ -237,7 +240,7 @@ fn highest_fp32(
         let path = model_of(v);
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let quantized = fovea_engine::quantize::is_quantized(&bytes)
+        let quantized = fovea_quantize::is_quantized(&bytes)
             .with_context(|| format!("cannot read {}", path.display()))?;
         if !quantized {
             return Ok(Some(v));
@@ -247,25 +250,17 @@ fn highest_fp32(
     Ok(None)
 }
 
-/// Writes `bytes` to `path`, never replacing an existing model: a version
-/// the server may be serving must not change under it.
+/// Writes `bytes` to `path` with the repository's one writer: atomically,
+/// never replacing an existing model (a version the server may be serving
+/// must not change under it).
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if path.exists() {
-        bail!(
+    write_new_model(path, bytes).map_err(|e| match e {
+        WriteModelError::Exists(path) => anyhow::anyhow!(
             "{} exists already; choose another --out-version or --output",
             path.display()
-        );
-    }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    // Written aside and renamed, so a polling server never sees half a file.
-    let partial = path.with_extension("onnx.partial");
-    std::fs::write(&partial, bytes)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+        ),
+        other => other.into(),
+    })
 }
 
 /// Every image file under `dir`, recursively, in path order.

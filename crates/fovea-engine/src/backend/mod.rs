@@ -1,19 +1,29 @@
 //! The synchronous `Backend` trait, the choice between ONNX Runtime and tract,
-//! and opening a model file with the chosen one.
+//! and opening a model file with the chosen one. Each backend is a cargo
+//! feature (`onnxruntime`, `tract`); choosing one that was left out of the
+//! build is an error that says so.
 
+#[cfg(feature = "onnxruntime")]
 mod onnxruntime;
+#[cfg(feature = "tract")]
 mod tract;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use fovea_core::Tensor;
 
-pub(crate) use self::onnxruntime::environment as ort_environment;
-pub use self::onnxruntime::{OrtBackend, ort_library_path, ort_runtime_status};
+#[cfg(feature = "onnxruntime")]
+pub use self::onnxruntime::{OrtBackend, ort_environment, ort_library_path};
+#[cfg(feature = "tract")]
 pub use self::tract::TractBackend;
 use crate::error::BackendError;
+
+/// What the ONNX Runtime backend reports as its name.
+const ORT_NAME: &str = "onnxruntime";
+/// What the tract backend reports as its name.
+const TRACT_NAME: &str = "tract";
 
 /// Runs one model on batches of f32 tensors. Owned by one inference thread,
 /// hence `&mut self` and `Send` but not `Sync`.
@@ -70,6 +80,40 @@ pub enum BackendChoice {
 impl BackendChoice {
     /// The accepted spellings, for CLI help.
     pub const NAMES: [&'static str; 3] = ["auto", "ort", "tract"];
+
+    /// Whether this build can run the choice at all (`Auto`: either backend).
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendChoice::Auto => cfg!(any(feature = "onnxruntime", feature = "tract")),
+            BackendChoice::Ort => cfg!(feature = "onnxruntime"),
+            BackendChoice::Tract => cfg!(feature = "tract"),
+        }
+    }
+
+    /// `Ok` when this build has the backend, else the error that names the
+    /// missing cargo feature.
+    fn ensure_compiled(self) -> Result<(), BackendError> {
+        if self.is_compiled() {
+            Ok(())
+        } else {
+            Err(self.not_compiled())
+        }
+    }
+
+    /// The error for a backend this build lacks. `Auto` lacks one only when
+    /// neither is built; ONNX Runtime is the one to ask for then.
+    fn not_compiled(self) -> BackendError {
+        match self {
+            BackendChoice::Tract => BackendError::NotCompiled {
+                backend: TRACT_NAME,
+                feature: "tract",
+            },
+            _ => BackendError::NotCompiled {
+                backend: ORT_NAME,
+                feature: "onnxruntime",
+            },
+        }
+    }
 }
 
 impl fmt::Display for BackendChoice {
@@ -110,33 +154,79 @@ pub struct BackendTuning {
 /// needs ONNX Runtime 1.31 or newer); scripts/ensure-onnxruntime.sh installs it.
 pub const ORT_WHEEL: &str = "1.32.0";
 
+/// Loads the ONNX Runtime library and builds the environment once; returns the
+/// library's path, or why it is unavailable (including a build without the
+/// `onnxruntime` feature).
+pub fn ort_runtime_status() -> Result<PathBuf, String> {
+    #[cfg(feature = "onnxruntime")]
+    {
+        self::onnxruntime::runtime_status()
+    }
+    #[cfg(not(feature = "onnxruntime"))]
+    {
+        Err(BackendChoice::Ort.not_compiled().to_string())
+    }
+}
+
 /// Resolves `Auto` to the backend that will actually be used, logging why.
+/// A build with only one backend resolves to it; with only ONNX Runtime and
+/// no library, `Auto` stays ONNX Runtime (there is nothing to fall back to)
+/// and opening a model reports the missing library.
 pub fn resolve_choice(choice: BackendChoice) -> BackendChoice {
-    match choice {
-        BackendChoice::Auto => match ort_runtime_status() {
-            Ok(path) => {
-                tracing::info!(library = %path.display(), "using ONNX Runtime");
-                BackendChoice::Ort
-            }
-            Err(reason) => {
-                tracing::warn!(
-                    "ONNX Runtime not found: {reason}; falling back to tract, about 3x slower. \
-                     Fix: `python3 -m venv .venv && .venv/bin/pip install onnxruntime=={ORT_WHEEL}` \
-                     here (or set ORT_DYLIB_PATH to a libonnxruntime.so >= 1.31)"
-                );
-                BackendChoice::Tract
-            }
-        },
-        other => other,
+    if choice != BackendChoice::Auto {
+        return choice;
+    }
+    if !cfg!(feature = "onnxruntime") {
+        tracing::info!("this build has no ONNX Runtime backend; using tract");
+        return BackendChoice::Tract;
+    }
+    match ort_runtime_status() {
+        Ok(path) => {
+            tracing::info!(library = %path.display(), "using ONNX Runtime");
+            BackendChoice::Ort
+        }
+        Err(reason) if cfg!(feature = "tract") => {
+            tracing::warn!(
+                "ONNX Runtime not found: {reason}; falling back to tract, about 3x slower. \
+                 Fix: `python3 -m venv .venv && .venv/bin/pip install onnxruntime=={ORT_WHEEL}` \
+                 here (or set ORT_DYLIB_PATH to a libonnxruntime.so >= 1.31)"
+            );
+            BackendChoice::Tract
+        }
+        Err(reason) => {
+            tracing::warn!(
+                "ONNX Runtime not found: {reason}; this build has no tract fallback. \
+                 Fix: `python3 -m venv .venv && .venv/bin/pip install onnxruntime=={ORT_WHEEL}` \
+                 here (or set ORT_DYLIB_PATH to a libonnxruntime.so >= 1.31)"
+            );
+            BackendChoice::Ort
+        }
+    }
+}
+
+/// Resolves `choice` and checks that it can run here: compiled in and, for
+/// ONNX Runtime, its library loadable. The engine calls it once at start-up
+/// so that a choice that can never work fails there, not per model.
+pub(crate) fn probe(choice: BackendChoice) -> Result<BackendChoice, BackendError> {
+    let resolved = resolve_choice(choice);
+    resolved.ensure_compiled()?;
+    if resolved == BackendChoice::Ort {
+        ort_runtime_status().map_err(BackendError::RuntimeUnavailable)?;
+    }
+    Ok(resolved)
+}
+
+/// The name a backend of the resolved `choice` reports.
+pub(crate) fn name_of(resolved: BackendChoice) -> &'static str {
+    match resolved {
+        BackendChoice::Tract => TRACT_NAME,
+        _ => ORT_NAME,
     }
 }
 
 /// The name `open_backend` will report for `choice` (after resolving `Auto`).
 pub fn backend_name(choice: BackendChoice) -> &'static str {
-    match resolve_choice(choice) {
-        BackendChoice::Tract => TractBackend::NAME,
-        _ => OrtBackend::NAME,
-    }
+    name_of(resolve_choice(choice))
 }
 
 /// Opens `model_path` with the chosen backend and `threads` intra-op threads,
@@ -158,9 +248,33 @@ pub fn open_backend_tuned(
 ) -> Result<Box<dyn Backend>, BackendError> {
     let threads = threads.max(1);
     match resolve_choice(choice) {
-        BackendChoice::Tract => Ok(Box::new(TractBackend::open(model_path, threads)?)),
-        _ => Ok(Box::new(OrtBackend::open(model_path, threads, tuning)?)),
+        BackendChoice::Tract => open_tract(model_path, threads),
+        _ => open_ort(model_path, threads, tuning),
     }
+}
+
+#[cfg(feature = "tract")]
+fn open_tract(model_path: &Path, threads: usize) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(TractBackend::open(model_path, threads)?))
+}
+
+#[cfg(not(feature = "tract"))]
+fn open_tract(_: &Path, _: usize) -> Result<Box<dyn Backend>, BackendError> {
+    Err(BackendChoice::Tract.not_compiled())
+}
+
+#[cfg(feature = "onnxruntime")]
+fn open_ort(
+    model_path: &Path,
+    threads: usize,
+    tuning: BackendTuning,
+) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(OrtBackend::open(model_path, threads, tuning)?))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn open_ort(_: &Path, _: usize, _: BackendTuning) -> Result<Box<dyn Backend>, BackendError> {
+    Err(BackendChoice::Ort.not_compiled())
 }
 
 #[cfg(test)]
@@ -175,6 +289,22 @@ mod tests {
         }
         assert_eq!("ONNXRuntime".parse(), Ok(BackendChoice::Ort));
         assert!("cuda".parse::<BackendChoice>().is_err());
+    }
+
+    #[test]
+    fn a_backend_left_out_of_the_build_is_refused_naming_its_feature() {
+        for choice in [BackendChoice::Ort, BackendChoice::Tract] {
+            let opened = open_backend(choice, Path::new("missing.onnx"), 1);
+            if choice.is_compiled() {
+                assert!(
+                    !matches!(opened, Err(BackendError::NotCompiled { .. })),
+                    "{choice}"
+                );
+            } else {
+                let message = opened.err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(message.contains("built without"), "{choice}: {message}");
+            }
+        }
     }
 
     #[test]

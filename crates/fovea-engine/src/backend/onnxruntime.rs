@@ -152,12 +152,21 @@ fn python_library() -> Result<PathBuf, String> {
 
 /// Loads the ONNX Runtime library and builds the environment once; returns the
 /// library's path, or why it is unavailable.
-pub fn ort_runtime_status() -> Result<PathBuf, String> {
+pub(super) fn runtime_status() -> Result<PathBuf, String> {
     environment().map(|(_, path)| path.clone())
 }
 
+/// The process-wide ONNX Runtime environment, for code outside the engine
+/// that builds its own sessions (the quantiser's calibration and kernel
+/// census): `ort` allows one environment per process, so it must be this one.
+pub fn ort_environment() -> Result<&'static Environment, BackendError> {
+    environment()
+        .map(|(environment, _)| environment)
+        .map_err(BackendError::RuntimeUnavailable)
+}
+
 /// The shared environment every session is built against (and the library's path).
-pub(crate) fn environment() -> Result<&'static (Environment, PathBuf), String> {
+fn environment() -> Result<&'static (Environment, PathBuf), String> {
     ENVIRONMENT
         .get_or_init(|| {
             let path = ort_library_path()?;
@@ -180,11 +189,11 @@ pub struct OrtBackend {
 
 impl OrtBackend {
     /// The name reported by [`Backend::name`].
-    pub const NAME: &'static str = "onnxruntime";
+    pub const NAME: &'static str = super::ORT_NAME;
 
     /// Opens `path` with `threads` intra-op threads, one inter-op thread and all graph optimisations.
     pub fn open(path: &Path, threads: usize, tuning: BackendTuning) -> Result<Self, BackendError> {
-        let (environment, _) = environment().map_err(BackendError::RuntimeUnavailable)?;
+        let environment = ort_environment()?;
         let load = |message: String| BackendError::Load {
             path: path.to_path_buf(),
             message,

@@ -23,7 +23,7 @@ pub struct TractBackend {
 
 impl TractBackend {
     /// The name reported by [`Backend::name`].
-    pub const NAME: &'static str = "tract";
+    pub const NAME: &'static str = super::TRACT_NAME;
 
     /// Loads and optimises `path`, keeping the batch dimension symbolic. With
     /// `threads > 1` matrix products run on a private rayon pool of that size.

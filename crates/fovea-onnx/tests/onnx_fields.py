@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Checks proto/onnx/onnx.proto against the descriptors of the installed onnx
+"""Checks proto/onnx.proto against the descriptors of the installed onnx
 Python package: every message and enum there must exist here with the same
 field names, numbers, kinds (repeated or not) and types. Run by hand after
-editing the .proto: python3 crates/fovea-proto/tests/onnx_fields.py"""
+editing the .proto: python3 crates/fovea-onnx/tests/onnx_fields.py"""
 
 import re
 import sys
@@ -11,7 +11,7 @@ from pathlib import Path
 from google.protobuf.descriptor import FieldDescriptor
 import onnx.onnx_ml_pb2 as official
 
-PROTO = Path(__file__).resolve().parent.parent / "proto" / "onnx" / "onnx.proto"
+PROTO = Path(__file__).resolve().parent.parent / "proto" / "onnx.proto"
 
 
 def parse(text):

@@ -1,7 +1,15 @@
 //! The ONNX model format (`onnx.ModelProto` and everything it holds),
-//! generated from proto/onnx/onnx.proto, plus the few constructors and
-//! readers that code writing or rewriting graphs needs. Decoding a model and
-//! encoding it again keeps every field onnx defines.
+//! generated from proto/onnx.proto, plus the few constructors and readers
+//! that code writing or rewriting graphs needs. Decoding a model and encoding
+//! it again keeps every field onnx defines.
+//!
+//! Its own crate, apart from the wire protocols (fovea-proto) and the serving
+//! engine: the exporter and the quantiser read and write model files without
+//! pulling in gRPC or inference.
+
+mod error;
+
+pub use error::OnnxError;
 
 #[allow(clippy::all, clippy::pedantic)]
 mod generated {
@@ -9,8 +17,6 @@ mod generated {
 }
 
 pub use generated::*;
-
-use crate::ProtoError;
 
 /// `TensorProto.DataType` values as the `i32` the messages carry.
 pub mod data_type {
@@ -89,12 +95,12 @@ impl TensorProto {
     }
 
     /// The dimensions as sizes; an error names the tensor when one is negative.
-    pub fn shape(&self) -> Result<Vec<usize>, ProtoError> {
+    pub fn shape(&self) -> Result<Vec<usize>, OnnxError> {
         self.dims
             .iter()
             .map(|&d| usize::try_from(d))
             .collect::<Result<_, _>>()
-            .map_err(|_| ProtoError::InvalidShape {
+            .map_err(|_| OnnxError::InvalidShape {
                 name: self.name.clone(),
                 shape: self.dims.clone(),
                 reason: "dimensions must be >= 0",
@@ -104,9 +110,9 @@ impl TensorProto {
     /// The values of a float32 tensor, from `raw_data` or `float_data`.
     /// Tensors stored in external files are refused (their bytes are not
     /// in the message).
-    pub fn f32_values(&self) -> Result<Vec<f32>, ProtoError> {
+    pub fn f32_values(&self) -> Result<Vec<f32>, OnnxError> {
         if self.data_type != data_type::FLOAT {
-            return Err(ProtoError::UnsupportedDtype {
+            return Err(OnnxError::UnsupportedDtype {
                 name: self.name.clone(),
                 dtype: tensor_proto::DataType::try_from(self.data_type)
                     .map(|t| t.as_str_name().to_string())
@@ -114,7 +120,7 @@ impl TensorProto {
             });
         }
         if self.data_location == tensor_proto::DataLocation::External as i32 {
-            return Err(ProtoError::InvalidData {
+            return Err(OnnxError::InvalidData {
                 name: self.name.clone(),
                 reason: "stored in an external file; only self-contained models are supported"
                     .into(),
@@ -126,7 +132,7 @@ impl TensorProto {
             self.float_data.clone()
         } else {
             if !self.raw_data.len().is_multiple_of(4) {
-                return Err(ProtoError::InvalidData {
+                return Err(OnnxError::InvalidData {
                     name: self.name.clone(),
                     reason: format!(
                         "raw_data of {} bytes is not whole floats",
@@ -141,7 +147,7 @@ impl TensorProto {
         };
         match count {
             Some(n) if n == values.len() => Ok(values),
-            _ => Err(ProtoError::ElementCount {
+            _ => Err(OnnxError::ElementCount {
                 name: self.name.clone(),
                 shape,
                 expected: count.unwrap_or(usize::MAX),
@@ -325,12 +331,12 @@ mod tests {
         let int8 = TensorProto::int8("q", &[1], &[-3]);
         assert!(matches!(
             int8.f32_values(),
-            Err(ProtoError::UnsupportedDtype { dtype, .. }) if dtype == "INT8"
+            Err(OnnxError::UnsupportedDtype { dtype, .. }) if dtype == "INT8"
         ));
         let short = TensorProto::float("w", &[3], &[1.0, 2.0]);
         assert!(matches!(
             short.f32_values(),
-            Err(ProtoError::ElementCount {
+            Err(OnnxError::ElementCount {
                 expected: 3,
                 actual: 2,
                 ..
@@ -342,7 +348,7 @@ mod tests {
         };
         assert!(matches!(
             external.f32_values(),
-            Err(ProtoError::InvalidData { .. })
+            Err(OnnxError::InvalidData { .. })
         ));
     }
 

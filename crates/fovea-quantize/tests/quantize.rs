@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use fovea_core::{PreprocessConfig, Tensor};
-use fovea_engine::quantize::{
+use fovea_engine::{BackendChoice, open_backend};
+use fovea_onnx::{ModelProto, data_type};
+use fovea_quantize::{
     QuantizeError, QuantizeOptions, QuantizedModel, compare_backends, is_quantized, ort_kernels,
     quantize,
 };
-use fovea_engine::{BackendChoice, open_backend};
-use fovea_proto::onnx::{ModelProto, data_type};
 use prost::Message;
 
 /// Items `[1, 3, 32, 32]` one by one, as the server hands them over.
@@ -166,11 +166,6 @@ fn a_quantised_model_is_recognised_and_not_quantised_twice() {
         quantize(&int8.bytes, &calibration, &QuantizeOptions::default()),
         Err(QuantizeError::AlreadyQuantized)
     ));
-}
-
-/// `../shared/data/<what>`, or `None` with the reason printed (a failure in CI).
-fn shared_data(what: &str) -> Option<PathBuf> {
-    fovea_testkit::shared(&format!("data/{what}"))
 }
 
 /// Files of `dir`'s class folders (or `dir` itself), `per_class` of each,
