@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fovea_core::{ErrorKind, FoveaError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The HTTP status for each kind of failure; the only place this mapping lives.
 pub fn status_for(kind: ErrorKind) -> StatusCode {
@@ -76,15 +77,30 @@ impl FoveaError for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// The simple API's (and the operational endpoints') error body.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "model_not_found", "message": "model `x` not found"}}))]
+pub struct ErrorBody<'a> {
+    /// What went wrong.
+    pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+/// The `error` of an [`ErrorBody`].
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable snake_case code for clients to branch on (README, "Error codes").
+    pub code: &'a str,
+    /// Human-readable explanation.
+    pub message: &'a str,
+}
+
+/// The TF Serving and KServe REST error body: the message alone, as both
+/// protocols' own servers answer it.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": "model `x` not found"}))]
+pub struct ProtocolErrorBody<'a> {
+    /// Human-readable explanation.
+    pub error: &'a str,
 }
 
 impl ApiError {
@@ -139,9 +155,27 @@ impl IntoResponse for ProtocolError {
     fn into_response(self) -> Response {
         let error = self.0;
         error.log();
-        let body = serde_json::json!({ "error": error.message });
+        let body = ProtocolErrorBody {
+            error: &error.message,
+        };
         let response = (error.status(), Json(body)).into_response();
         error.finish(response)
+    }
+}
+
+/// Whether `path` belongs to TF Serving's or KServe's REST API, whose
+/// errors have their protocols' `{"error": "message"}` body.
+pub fn is_protocol_path(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/v1" || path == "/v2" || path.starts_with("/v2/")
+}
+
+/// `error` in the body shape of the API `path` belongs to, for answers made
+/// before any handler runs (a layer knows the path, not the protocol).
+pub fn for_path(path: &str, error: ApiError) -> Response {
+    if is_protocol_path(path) {
+        ProtocolError(error).into_response()
+    } else {
+        error.into_response()
     }
 }
 

@@ -69,7 +69,7 @@ struct JsonBody {
 
 /// Content types accepted as a raw image body. The format itself is always
 /// detected from the bytes; the type only says "this body is an image".
-const RAW_IMAGE_TYPES: &[&str] = &[
+pub const RAW_IMAGE_TYPES: &[&str] = &[
     "image/jpeg",
     "image/jpg",
     "image/png",

@@ -6,20 +6,53 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use fovea_core::ErrorKind;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::error::{ApiError, json_error};
+use crate::error::{ApiError, ErrorBody, json_error};
 use crate::state::AppState;
 
+/// `GET /healthz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// `GET /readyz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Always true (not ready is a 503).
+    pub ready: bool,
+}
+
 /// `GET /healthz`: the process is alive and serving HTTP.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    summary = "Liveness",
+    responses((status = 200, description = "The process serves HTTP (also while models load)", body = Health)),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// `GET /readyz`: 200 only when every configured model is loaded and warm.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Every configured model version is loaded and warm", body = Readiness),
+        (status = 503, description = "Models are loading, or one failed to load", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))),
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     match state.engine() {
-        Some(engine) if engine.is_ready() => Ok(Json(json!({ "ready": true }))),
+        Some(engine) if engine.is_ready() => Ok(Json(Readiness { ready: true })),
         Some(_) => Err(ApiError::new(
             ErrorKind::Unavailable,
             "not_ready",
@@ -34,6 +67,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 }
 
 /// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition (docs/METRICS.md)",
+            body = String, content_type = "text/plain"),
+        (status = 404, description = "No metrics recorder is installed (embedded use)", body = ErrorBody),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let handle = state.metrics().ok_or_else(|| {
         ApiError::new(
@@ -53,6 +97,13 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 }
 
 /// `GET /`: the demo page (drop an image, see the top-5 as bars).
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ops",
+    summary = "Demo page",
+    responses((status = 200, description = "The demo web page", body = String, content_type = "text/html")),
+)]
 pub async fn index() -> Html<&'static str> {
     Html(include_str!("../static/index.html"))
 }

@@ -3,7 +3,7 @@
 //! front ends share (version selection, status, signature, predict, classify)
 //! on top of [`engine_path`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use axum::Json;
@@ -13,16 +13,18 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
 use fovea_core::{ErrorKind, Tensor};
-use fovea_engine::{ModelHandle, ModelState, Prediction, classify};
+use fovea_engine::{Engine, ModelHandle, ModelState, ModelStatus, Prediction, classify};
 use fovea_proto::tensorflow::serving::model_version_status::State as VersionState;
 use fovea_proto::tensorflow::serving::{SignatureDefMap, model_spec};
 use fovea_proto::tensorflow::{DataType, SignatureDef};
 use fovea_proto::tf::{DEFAULT_SIGNATURE, ExampleValue, VersionRequest};
 use fovea_proto::{BytesTensor, TensorValue, tf};
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::engine_path::{self, ModelInput};
-use crate::error::{ApiError, ProtocolError};
+use crate::error::{ApiError, ProtocolError, ProtocolErrorBody};
 use crate::state::AppState;
 
 /// `method_name` of the predict signature.
@@ -74,6 +76,118 @@ pub struct VersionStatus {
     pub error: String,
 }
 
+impl From<ModelStatus> for VersionStatus {
+    /// TF Serving has no "failed" state: a version that failed to load is
+    /// END with the reason as its error, as TF Serving reports it.
+    fn from(status: ModelStatus) -> Self {
+        let (state, error) = match status.state {
+            ModelState::Loading => (VersionState::Loading, String::new()),
+            ModelState::Available => (VersionState::Available, String::new()),
+            ModelState::Failed(e) => (VersionState::End, e),
+            ModelState::Unloading => (VersionState::Unloading, String::new()),
+        };
+        Self {
+            version: status.version,
+            state,
+            error,
+        }
+    }
+}
+
+/// A version's status in TF Serving's REST JSON (GetModelStatus's answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(example = json!({"version": "6", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}))]
+pub struct VersionStatusJson {
+    /// Version number, as a string (proto3 JSON of an int64).
+    pub version: String,
+    /// `LOADING`, `AVAILABLE`, `UNLOADING` or `END` (unloaded, or failed to load).
+    pub state: &'static str,
+    /// `OK`, or `UNKNOWN` with the reason a version failed to load.
+    pub status: StatusJson,
+}
+
+/// TF Serving's `StatusProto` in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct StatusJson {
+    /// `OK` or `UNKNOWN`.
+    pub error_code: &'static str,
+    /// Empty when OK.
+    pub error_message: String,
+}
+
+impl From<&VersionStatus> for VersionStatusJson {
+    fn from(status: &VersionStatus) -> Self {
+        Self {
+            version: status.version.to_string(),
+            state: status.state.as_str_name(),
+            status: StatusJson {
+                error_code: if status.error.is_empty() {
+                    "OK"
+                } else {
+                    "UNKNOWN"
+                },
+                error_message: status.error.clone(),
+            },
+        }
+    }
+}
+
+/// `GET /v1/models/{name}[/versions/{v}|/labels/{l}]`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ModelStatusJson {
+    /// The model's versions (or the one asked for).
+    pub model_version_status: Vec<VersionStatusJson>,
+}
+
+/// One model of the `GET /v1/models` listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TfModelListEntry {
+    /// Model name.
+    pub name: String,
+    /// Its versions, ascending, as `GET /v1/models/{name}` gives them.
+    pub model_version_status: Vec<VersionStatusJson>,
+}
+
+/// `GET /v1/models`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TfModelList {
+    /// Sorted by name; empty while models are still loading.
+    pub models: Vec<TfModelListEntry>,
+}
+
+/// `GET /v1/models`: every model with its version statuses. TF Serving has no
+/// such REST endpoint; fovea adds it in TF Serving's own status form.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    operation_id = "tf_list_models",
+    tag = "tfserving",
+    summary = "List the served models (TF Serving status form)",
+    description = "fovea's addition to TF Serving's REST API: each model with the \
+        `model_version_status` list `GET /v1/models/{name}` answers. While models are still \
+        loading: 200 with no models.",
+    responses((status = 200, description = "The models", body = TfModelList)),
+)]
+pub async fn list(State(state): State<AppState>) -> Json<TfModelList> {
+    let mut models: Vec<TfModelListEntry> = Vec::new();
+    let statuses = state.engine().map(Engine::statuses).unwrap_or_default();
+    // Sorted by name then version: each model's versions are adjacent.
+    for status in statuses {
+        if models.last().is_none_or(|m| m.name != status.name) {
+            models.push(TfModelListEntry {
+                name: status.name.clone(),
+                model_version_status: Vec::new(),
+            });
+        }
+        if let Some(model) = models.last_mut() {
+            model
+                .model_version_status
+                .push(VersionStatusJson::from(&VersionStatus::from(status)));
+        }
+    }
+    Json(TfModelList { models })
+}
+
 /// Every version of `name` (or only `version`), NOT_FOUND when there is none.
 pub fn status(
     state: &AppState,
@@ -85,19 +199,7 @@ pub fn status(
         .statuses()
         .into_iter()
         .filter(|s| s.name == name && version.is_none_or(|v| v == s.version))
-        .map(|s| {
-            let (state, error) = match s.state {
-                ModelState::Loading => (VersionState::Loading, String::new()),
-                ModelState::Available => (VersionState::Available, String::new()),
-                ModelState::Failed(e) => (VersionState::End, e),
-                ModelState::Unloading => (VersionState::Unloading, String::new()),
-            };
-            VersionStatus {
-                version: s.version,
-                state,
-                error,
-            }
-        })
+        .map(VersionStatus::from)
         .collect();
     if found.is_empty() {
         let message = match version {
@@ -244,7 +346,7 @@ fn parse_target(rest: &str) -> Result<Target, ApiError> {
 pub async fn get(
     State(state): State<AppState>,
     rest: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ProtocolError> {
+) -> Result<Response, ProtocolError> {
     let Path(rest) = rest?;
     let target = parse_target(&rest)?;
     if target.verb.is_some() {
@@ -257,61 +359,194 @@ pub async fn get(
     }
     if target.metadata {
         let model = model(&state, &target.name, &target.version)?;
-        return Ok(Json(metadata_json(&model)));
+        return Ok(Json(metadata_json(&model)).into_response());
     }
     let version = match &target.version {
         VersionRequest::Latest => None,
         other => Some(model(&state, &target.name, other)?.version()),
     };
     let statuses = status(&state, &target.name, version)?;
-    let list: Vec<Value> = statuses
-        .iter()
-        .map(|s| {
-            json!({
-                "version": s.version.to_string(),
-                "state": s.state.as_str_name(),
-                "status": {
-                    "error_code": if s.error.is_empty() { "OK" } else { "UNKNOWN" },
-                    "error_message": s.error,
-                },
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "model_version_status": list })))
+    let answer = ModelStatusJson {
+        model_version_status: statuses.iter().map(VersionStatusJson::from).collect(),
+    };
+    Ok(Json(answer).into_response())
 }
 
-/// The proto3 JSON form of GetModelMetadata's answer, as TF Serving's REST API gives it.
-fn metadata_json(model: &ModelHandle) -> Value {
+/// GetModelMetadata's answer in proto3 JSON, as TF Serving's REST API gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MetadataJson {
+    /// The model and the version that answered.
+    pub model_spec: ModelSpecJson,
+    /// The signatures.
+    pub metadata: MetadataFieldJson,
+}
+
+/// `model_spec` of an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ModelSpecJson {
+    /// Model name.
+    pub name: String,
+    /// Empty.
+    pub signature_name: String,
+    /// The version that answered.
+    pub version: String,
+}
+
+/// `metadata` of GetModelMetadata's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MetadataFieldJson {
+    /// The `signature_def` entry (a `SignatureDefMap`).
+    pub signature_def: SignatureDefMapJson,
+}
+
+/// A `SignatureDefMap`: only `serving_default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SignatureDefMapJson {
+    /// Signatures by name.
+    pub signature_def: BTreeMap<String, SignatureDefJson>,
+}
+
+/// One signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SignatureDefJson {
+    /// Inputs by name.
+    pub inputs: BTreeMap<String, TensorInfoJson>,
+    /// Outputs by name.
+    pub outputs: BTreeMap<String, TensorInfoJson>,
+    /// `tensorflow/serving/predict`.
+    pub method_name: String,
+}
+
+/// A `TensorInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TensorInfoJson {
+    /// e.g. `DT_FLOAT`.
+    pub dtype: &'static str,
+    /// Dimensions; size -1 is the variable batch dimension.
+    pub tensor_shape: TensorShapeJson,
+    /// Tensor name.
+    pub name: String,
+}
+
+/// A `TensorShapeProto`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TensorShapeJson {
+    /// The dimensions.
+    pub dim: Vec<DimJson>,
+    /// Always false.
+    pub unknown_rank: bool,
+}
+
+/// One dimension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DimJson {
+    /// Size as a string (proto3 JSON of an int64); -1 when variable.
+    pub size: String,
+    /// Empty.
+    pub name: String,
+}
+
+fn metadata_json(model: &ModelHandle) -> MetadataJson {
     let map = signature_def_map(model);
     let tensors = |infos: &HashMap<String, fovea_proto::tensorflow::TensorInfo>| {
         infos
             .iter()
             .map(|(key, info)| {
-                let dims: Vec<Value> = info
+                let dim = info
                     .tensor_shape
                     .iter()
                     .flat_map(|s| &s.dim)
-                    .map(|d| json!({ "size": d.size.to_string(), "name": d.name }))
+                    .map(|d| DimJson {
+                        size: d.size.to_string(),
+                        name: d.name.clone(),
+                    })
                     .collect();
-                let dtype = DataType::try_from(info.dtype).map_or("DT_INVALID", |d| d.as_str_name());
-                (key.clone(), json!({ "dtype": dtype, "tensor_shape": { "dim": dims, "unknown_rank": false }, "name": key }))
+                let dtype =
+                    DataType::try_from(info.dtype).map_or("DT_INVALID", |d| d.as_str_name());
+                let info = TensorInfoJson {
+                    dtype,
+                    tensor_shape: TensorShapeJson {
+                        dim,
+                        unknown_rank: false,
+                    },
+                    name: key.clone(),
+                };
+                (key.clone(), info)
             })
-            .collect::<Map<String, Value>>()
+            .collect()
     };
-    let signatures: Map<String, Value> = map
+    let signature_def = map
         .signature_def
         .iter()
         .map(|(key, sig)| {
-            (key.clone(), json!({ "inputs": tensors(&sig.inputs), "outputs": tensors(&sig.outputs), "method_name": sig.method_name }))
+            let def = SignatureDefJson {
+                inputs: tensors(&sig.inputs),
+                outputs: tensors(&sig.outputs),
+                method_name: sig.method_name.clone(),
+            };
+            (key.clone(), def)
         })
         .collect();
-    json!({
-        "model_spec": { "name": model.name(), "signature_name": "", "version": model.version().to_string() },
-        "metadata": { "signature_def": { "signature_def": signatures } },
-    })
+    MetadataJson {
+        model_spec: ModelSpecJson {
+            name: model.name().to_string(),
+            signature_name: String::new(),
+            version: model.version().to_string(),
+        },
+        metadata: MetadataFieldJson {
+            signature_def: SignatureDefMapJson { signature_def },
+        },
+    }
 }
 
-/// `POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict|:classify`.
+/// `:predict`'s answer: `predictions` for a row-format request, `outputs` for a columnar one.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PredictResponseJson {
+    /// Row format: one list of scores per instance.
+    Row {
+        /// The model's output, one row per instance.
+        predictions: Vec<Vec<f32>>,
+    },
+    /// Columnar format.
+    Columnar {
+        /// The model's output, one row per batch item.
+        outputs: Vec<Vec<f32>>,
+    },
+}
+
+/// `:classify`'s answer: per example, the top classes as `[label, score]`, best first.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(example = json!({"result": [[["cat", 0.91], ["dog", 0.05]]]}))]
+pub struct ClassifyResponseJson {
+    /// One list per example.
+    #[schema(schema_with = classify_result)]
+    pub result: Vec<Vec<(String, f32)>>,
+}
+
+/// `[[[label, score], ...], ...]`. The pair is described as a two-item array
+/// of strings or numbers rather than a `prefixItems` tuple, which some
+/// OpenAPI tools (schemathesis 4.32 among them) cannot validate against.
+fn classify_result() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let value =
+        ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Number]));
+    let pair = ArrayBuilder::new()
+        .items(value)
+        .min_items(Some(2))
+        .max_items(Some(2))
+        .description(Some("`[label, score]`"));
+    ArrayBuilder::new()
+        .items(
+            ArrayBuilder::new()
+                .items(pair)
+                .description(Some("Best first")),
+        )
+        .description(Some("One list per example"))
+        .build()
+}
+
+/// `POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict|:classify|:regress`.
 pub async fn post(
     State(state): State<AppState>,
     rest: Result<Path<String>, PathRejection>,
@@ -321,7 +556,7 @@ pub async fn post(
     let Path(rest) = rest?;
     let target = parse_target(&rest)?;
     let verb = target.verb.as_deref().unwrap_or("");
-    if target.metadata || !matches!(verb, "predict" | "classify") {
+    if target.metadata || !matches!(verb, "predict" | "classify" | "regress") {
         return Err(ApiError::new(
             ErrorKind::NotFound,
             "not_found",
@@ -330,6 +565,19 @@ pub async fn post(
         .into());
     }
     let model = model(&state, &target.name, &target.version)?;
+    if verb == "regress" {
+        // What TF Serving answers for a model whose signature is not a
+        // regression one (INVALID_ARGUMENT, 400); every fovea model is a classifier.
+        return Err(ApiError::invalid(
+            "regress_unsupported",
+            format!(
+                "model `{}` has no regression signature: its `{DEFAULT_SIGNATURE}` method is \
+                 {PREDICT_METHOD}; use :predict or :classify",
+                model.name()
+            ),
+        )
+        .into());
+    }
     let body: Value = serde_json::from_slice(&body?)
         .map_err(|e| ApiError::invalid("malformed_json", format!("malformed JSON body: {e}")))?;
     let Value::Object(body) = body else {
@@ -337,17 +585,18 @@ pub async fn post(
             ApiError::invalid("malformed_request", "the body must be a JSON object").into(),
         );
     };
-    if let Some(signature) = body.get("signature_name") {
+    // proto3 JSON reads null as the field's default, the empty name.
+    if let Some(signature) = body.get("signature_name").filter(|v| !v.is_null()) {
         check_signature(signature.as_str().unwrap_or("\u{0}"))?;
     }
     if verb == "classify" {
         let examples = rest_examples(&body, &model.config().input.name)?;
         let rows = classify_examples(&state, &model, examples, arrival).await?;
-        let result: Vec<Vec<(String, f32)>> = rows
+        let result = rows
             .into_iter()
             .map(|row| row.into_iter().map(|p| (p.label, p.score)).collect())
             .collect();
-        return Ok(Json(json!({ "result": result })).into_response());
+        return Ok(Json(ClassifyResponseJson { result }).into_response());
     }
     let input_name = model.config().input.name.clone();
     let max = engine_path::max_elements(&state);
@@ -363,11 +612,15 @@ pub async fn post(
         }
     };
     let output = predict(&state, &model, vec![(input_name, value)], arrival).await?;
-    let rows: Vec<&[f32]> = (0..output.batch_size())
-        .filter_map(|i| output.item(i))
+    let rows: Vec<Vec<f32>> = (0..output.batch_size())
+        .filter_map(|i| output.item(i).map(<[f32]>::to_vec))
         .collect();
-    let key = if columnar { "outputs" } else { "predictions" };
-    Ok(Json(json!({ key: rows })).into_response())
+    let answer = if columnar {
+        PredictResponseJson::Columnar { outputs: rows }
+    } else {
+        PredictResponseJson::Row { predictions: rows }
+    };
+    Ok(Json(answer).into_response())
 }
 
 /// `{"b64": "..."}` → its bytes; None when `v` is not such an object.
@@ -519,7 +772,16 @@ fn rest_examples(body: &Map<String, Value>, input: &str) -> Result<Vec<ExampleVa
             "\"examples\" is empty",
         ));
     }
-    let context = body.get("context").and_then(Value::as_object);
+    let context = match body.get("context") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(context)) => Some(context),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "malformed_request",
+                "\"context\" must be an object of features",
+            ));
+        }
+    };
     examples
         .iter()
         .enumerate()
@@ -569,8 +831,331 @@ pub fn answered_spec(
     }
 }
 
+// ---- OpenAPI ---------------------------------------------------------------
+//
+// `get` and `post` serve every `/v1/models/...` path through one wildcard
+// route (TF Serving's `:verb` suffix cannot be an axum path segment), so each
+// documented path is described by a stub below rather than by the handler.
+
+/// `:predict`'s body (described here, parsed by [`post`]): exactly one of
+/// `instances` (row format) or `inputs` (columnar format).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PredictRequestJson {
+    /// Row format.
+    Row(RowPredictRequest),
+    /// Columnar format.
+    Columnar(ColumnarPredictRequest),
+}
+
+/// Row format: a list of instances, each `{"b64": "<base64 image>"}`, a
+/// nested number list of the model's item shape, or either under the input's
+/// name (`{"input": ...}`).
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"instances": [{"b64": crate::openapi::EXAMPLE_PNG_BASE64}]}))]
+#[allow(dead_code)]
+pub struct RowPredictRequest {
+    /// Only `serving_default` (or empty).
+    signature_name: Option<String>,
+    /// The batch, one instance per item.
+    instances: Vec<Value>,
+}
+
+/// Columnar format: the whole batch, bare or as `{"<input>": batch}`.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ColumnarPredictRequest {
+    /// Only `serving_default` (or empty).
+    signature_name: Option<String>,
+    /// The batch.
+    #[schema(schema_with = array_or_object)]
+    inputs: Value,
+}
+
+fn array_or_object() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Object]))
+        .build()
+}
+
+/// `:classify`'s (and `:regress`'s) body: TF Serving's `Example`s in JSON.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"examples": [{"image": {"b64": crate::openapi::EXAMPLE_PNG_BASE64}}]}))]
+#[allow(dead_code)]
+pub struct ClassifyRequestJson {
+    /// Only `serving_default` (or empty).
+    signature_name: Option<String>,
+    /// Features shared by every example.
+    context: Option<Map<String, Value>>,
+    /// One object per example: the feature `image` (or the input's name, or
+    /// `inputs`, or the only one) holding `{"b64": ...}` or a number list.
+    #[schema(min_items = 1)]
+    examples: Vec<Map<String, Value>>,
+}
+
+/// The three forms of a TF Serving model path: latest version, a version
+/// number, a version label. Generates one documented stub per form.
+macro_rules! tf_paths {
+    (
+        $method:ident,
+        [$latest:ident = $latest_path:tt, $version:ident = $version_path:tt, $label:ident = $label_path:tt],
+        $($common:tt)*
+    ) => {
+        #[utoipa::path($method, path = $latest_path, tag = "tfserving",
+            params(("name" = String, Path, description = "Model name")),
+            $($common)*)]
+        #[allow(dead_code)]
+        fn $latest() {}
+
+        #[utoipa::path($method, path = $version_path, tag = "tfserving",
+            params(
+                ("name" = String, Path, description = "Model name"),
+                ("version" = u64, Path, description = "Version number"),
+            ),
+            $($common)*)]
+        #[allow(dead_code)]
+        fn $version() {}
+
+        #[utoipa::path($method, path = $label_path, tag = "tfserving",
+            params(
+                ("name" = String, Path, description = "Model name"),
+                ("label" = String, Path, description = "Version label: fovea has none of its own, a version number is one"),
+            ),
+            $($common)*)]
+        #[allow(dead_code)]
+        fn $label() {}
+    };
+}
+
+tf_paths!(
+    get,
+    [
+        tf_status = "/v1/models/{name}",
+        tf_version_status = "/v1/models/{name}/versions/{version}",
+        tf_label_status = "/v1/models/{name}/labels/{label}"
+    ],
+    summary = "Model status (GetModelStatus)",
+    responses(
+        (
+            status = 200,
+            description = "The versions' states",
+            body = ModelStatusJson
+        ),
+        (
+            status = 400,
+            description = "Malformed version number",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 404,
+            description = "No such model, version or label",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 503,
+            description = "Models are still loading, or the version is not available",
+            body = ProtocolErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))
+        ),
+    ),
+);
+
+tf_paths!(
+    get,
+    [
+        tf_metadata = "/v1/models/{name}/metadata",
+        tf_version_metadata = "/v1/models/{name}/versions/{version}/metadata",
+        tf_label_metadata = "/v1/models/{name}/labels/{label}/metadata"
+    ],
+    summary = "Model metadata (GetModelMetadata)",
+    responses(
+        (
+            status = 200,
+            description = "The `serving_default` signature",
+            body = MetadataJson
+        ),
+        (
+            status = 400,
+            description = "Malformed version number",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 404,
+            description = "No such model, version or label",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 503,
+            description = "Models are still loading, or the version is not available",
+            body = ProtocolErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))
+        ),
+    ),
+);
+
+tf_paths!(
+    post,
+    [
+        tf_predict = "/v1/models/{name}:predict",
+        tf_version_predict = "/v1/models/{name}/versions/{version}:predict",
+        tf_label_predict = "/v1/models/{name}/labels/{label}:predict"
+    ],
+    summary = "Predict",
+    request_body(
+        content = PredictRequestJson,
+        content_type = "application/json"
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The model's output per item",
+            body = PredictResponseJson
+        ),
+        (
+            status = 400,
+            description = "Malformed JSON or version, unknown signature or input, \
+            ragged or wrongly shaped instances, undecodable image",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 404,
+            description = "No such model, version or label",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 413,
+            description = "Body, tensor or image over the limits",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 415,
+            description = "An image in a format fovea does not decode",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 503,
+            description =
+                "Models are still loading, the version is not available, or its queue is full",
+            body = ProtocolErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))
+        ),
+        (
+            status = 504,
+            description = "The request's deadline passed before it ran",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 500,
+            description = "Inference failed",
+            body = ProtocolErrorBody
+        ),
+    ),
+);
+
+tf_paths!(
+    post,
+    [
+        tf_classify = "/v1/models/{name}:classify",
+        tf_version_classify = "/v1/models/{name}/versions/{version}:classify",
+        tf_label_classify = "/v1/models/{name}/labels/{label}:classify"
+    ],
+    summary = "Classify",
+    request_body(
+        content = ClassifyRequestJson,
+        content_type = "application/json"
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The top classes per example",
+            body = ClassifyResponseJson
+        ),
+        (
+            status = 400,
+            description = "Malformed JSON or version, unknown signature, an example \
+            without a usable feature, wrongly shaped numbers, undecodable image",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 404,
+            description = "No such model, version or label",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 413,
+            description = "Body or image over the limits",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 415,
+            description = "An image in a format fovea does not decode",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 503,
+            description =
+                "Models are still loading, the version is not available, or its queue is full",
+            body = ProtocolErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))
+        ),
+        (
+            status = 504,
+            description = "The request's deadline passed before it ran",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 500,
+            description = "Inference failed",
+            body = ProtocolErrorBody
+        ),
+    ),
+);
+
+tf_paths!(
+    post,
+    [
+        tf_regress = "/v1/models/{name}:regress",
+        tf_version_regress = "/v1/models/{name}/versions/{version}:regress",
+        tf_label_regress = "/v1/models/{name}/labels/{label}:regress"
+    ],
+    summary = "Regress (refused: every fovea model is a classifier)",
+    description = "Answers 400 for any served model, as TF Serving does for a model without a \
+        regression signature; use `:predict` or `:classify`.",
+    request_body(
+        content = ClassifyRequestJson,
+        content_type = "application/json"
+    ),
+    responses(
+        (
+            status = 400,
+            description = "The model has no regression signature, or a malformed version",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 404,
+            description = "No such model, version or label",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 413,
+            description = "Body over the limit",
+            body = ProtocolErrorBody
+        ),
+        (
+            status = 503,
+            description = "Models are still loading, or the version is not available",
+            body = ProtocolErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))
+        ),
+    ),
+);
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -640,6 +1225,23 @@ mod tests {
                 .unwrap_err()
                 .code,
             "invalid_base64"
+        );
+    }
+
+    #[test]
+    fn classify_context_must_be_an_object_or_absent() {
+        let example = json!([{"image": {"b64": "aGk="}}]);
+        for context in [json!(null), json!({"other": [1.0]})] {
+            let body = json!({"examples": example, "context": context});
+            let examples = rest_examples(body.as_object().unwrap(), "input").unwrap();
+            assert_eq!(examples.len(), 1, "{context}");
+        }
+        let body = json!({"examples": example, "context": [null]});
+        assert_eq!(
+            rest_examples(body.as_object().unwrap(), "input")
+                .unwrap_err()
+                .code,
+            "malformed_request"
         );
     }
 
