@@ -5,7 +5,10 @@
 #      (tritonclient, tensorflow-serving-api, requests) against a real `fovea serve`;
 #   3. the client examples (examples/python) and the documented metrics;
 #   4. the deployment tests: nginx with deploy/nginx/nginx.conf in front of fovea,
-#      and the Kubernetes/KServe manifests of deploy/k8s validated offline.
+#      and the Kubernetes/KServe manifests of deploy/k8s validated offline;
+#   5. the container image (deploy/Dockerfile) built and run with podman;
+#   6. the demo page in headless Chromium (Playwright driving the system browser);
+#   7. the REST API against its own OpenAPI document, with schemathesis.
 # ONNX Runtime and the Python clients are installed into ./.venv on first use,
 # PyTorch's wheel (libtorch, for the trainer) into a shared cache venv
 # (scripts/ensure-torch.sh).
@@ -17,10 +20,11 @@ source scripts/ensure-torch.sh
 
 cargo test --workspace --all-features
 
-if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import tritonclient.grpc, tensorflow_serving, kubernetes_validate, jsonschema, yaml" 2>/dev/null; then
+if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import tritonclient.grpc, tensorflow_serving, kubernetes_validate, jsonschema, yaml, playwright, schemathesis" 2>/dev/null \
+    || [ ! -x .venv/bin/hadolint ]; then
     echo "fovea: installing the protocol clients and manifest validators for tests/ into .venv (one time)" >&2
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -r tests/compat/requirements.txt -r tests/deploy/requirements.txt
+    .venv/bin/pip install -q --disable-pip-version-check -r tests/compat/requirements.txt -r tests/deploy/requirements.txt -r tests/ui/requirements.txt -r tests/openapi/requirements.txt
 fi
 cargo build -p fovea
 # The compat tests need the binary and fovea-proto's descriptor set from the
@@ -37,3 +41,15 @@ FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/clients -q 
 #    it); the Kubernetes/KServe manifests validated offline against their
 #    schemas and against what `fovea serve` really exposes.
 FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/deploy -q -p no:cacheprovider
+# 5. deploy/Dockerfile: hadolint, then `podman build` and `podman run` for real
+#    (skipped with a reason when podman is not installed; CI installs it).
+#    The first build compiles fovea in the container (~10 min on two cores).
+FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/container -q -p no:cacheprovider -s
+# 6. the demo page (GET /) in the system Chromium via Playwright: upload,
+#    model/version picker, errors, layout at 1280x720 and 390x844 (screenshots
+#    in target/ui/); skipped with a reason when /usr/bin/chromium is missing.
+FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/ui -q -p no:cacheprovider
+# 7. the REST API against its own OpenAPI document (GET /openapi.json):
+#    schemathesis against a real fovea serve: no 5xx, documented statuses,
+#    content types and bodies.
+FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/openapi -q -p no:cacheprovider

@@ -31,6 +31,54 @@ pub fn lookup(state: &AppState, name: &str, version: Option<u64>) -> Result<Mode
         .map_err(|e| ApiError::from_fovea(&e))
 }
 
+/// The model a simple-API request or a stream names (the default model when
+/// it names none), which must take encoded images.
+pub fn image_model(
+    state: &AppState,
+    name: Option<&str>,
+    version: Option<u64>,
+) -> Result<ModelHandle, ApiError> {
+    let model = match name {
+        Some(name) => lookup(state, name, version)?,
+        None => {
+            let default = state.ready_engine()?.default_model().ok_or_else(|| {
+                ApiError::new(ErrorKind::Unavailable, "no_model", "no model is loaded")
+            })?;
+            match version {
+                None => default,
+                Some(v) => lookup(state, default.name(), Some(v))?,
+            }
+        }
+    };
+    if model.config().input.format != InputFormat::Image {
+        return Err(ApiError::invalid(
+            "model_takes_tensors",
+            format!("model `{}` takes tensors, not images", model.name()),
+        ));
+    }
+    Ok(model)
+}
+
+/// The classes to answer with: the request's `top_k` (at least 1) or the
+/// server's default, at most the model's class count.
+pub fn top_k(
+    state: &AppState,
+    model: &ModelHandle,
+    asked: Option<usize>,
+) -> Result<usize, ApiError> {
+    let k = match asked {
+        Some(0) => {
+            return Err(ApiError::invalid(
+                "invalid_option",
+                "top_k must be at least 1",
+            ));
+        }
+        Some(k) => k,
+        None => state.limits().default_top_k,
+    };
+    Ok(k.min(model.num_classes()))
+}
+
 /// When a request that arrived at `arrival` stops waiting for `model`.
 pub fn deadline(model: &ModelHandle, arrival: Instant) -> Instant {
     arrival + Duration::from_millis(model.config().batching.timeout_ms)

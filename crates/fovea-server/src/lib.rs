@@ -4,13 +4,17 @@
 
 pub mod engine_path;
 pub mod error;
+pub mod error_codes;
 pub mod fetch;
 pub mod grpc;
 pub mod input;
 pub mod kserve;
+pub mod models;
+pub mod openapi;
 mod ops;
 pub mod predict;
 mod state;
+pub mod stream;
 pub mod telemetry;
 pub mod tfserving;
 
@@ -21,8 +25,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::response::Response;
+use axum::routing::{MethodRouter, get, post};
 use fovea_engine::Engine;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
@@ -35,6 +39,7 @@ pub use error::{ApiError, ProtocolError, ServerError, grpc_code_for, status_for}
 pub use fetch::{FetchError, UrlFetchConfig, UrlFetcher, tls_client_config};
 pub use grpc::{serve_grpc, serve_grpc_on};
 pub use state::AppState;
+pub use stream::StreamLimits;
 
 /// Limits applied to every request before any expensive work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +79,8 @@ pub struct ServerConfig {
     /// Images decoded and preprocessed at once (the decode share of the
     /// process's thread budget, see [`decode_threads_for`]).
     pub decode_threads: usize,
+    /// Limits on streams of frames (WebSocket and gRPC).
+    pub streams: StreamLimits,
 }
 
 /// The decode share of a budget of `threads` cores when inference runs on all
@@ -93,45 +100,70 @@ impl Default for ServerConfig {
             url_fetch: UrlFetchConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             decode_threads: decode_threads_for(fovea_core::available_cores()),
+            streams: StreamLimits::default(),
         }
     }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// TF Serving's REST paths: one route, because its `:predict`-style verbs
+/// cannot be told apart by axum's path syntax (tfserving.rs parses them).
+pub(crate) const WILDCARD_TF_ROUTE: &str = "/v1/models/{*rest}";
+
+/// Every route the application serves, in one place: [`router`] is built
+/// from it, and the OpenAPI tests check the document against it.
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/", get(ops::index)),
+        ("/healthz", get(ops::healthz)),
+        ("/readyz", get(ops::readyz)),
+        ("/metrics", get(ops::metrics)),
+        ("/openapi.json", get(openapi::openapi_json)),
+        ("/api/v1/models", get(models::list)),
+        ("/api/v1/predict", post(predict::predict)),
+        ("/api/v1/stream", get(stream::websocket)),
+        ("/v1/models", get(tfserving::list)),
+        (WILDCARD_TF_ROUTE, get(tfserving::get).post(tfserving::post)),
+        ("/v2", get(kserve::server_metadata)),
+        ("/v2/health/live", get(kserve::live)),
+        ("/v2/health/ready", get(kserve::ready)),
+        ("/v2/models", get(kserve::list_models)),
+        ("/v2/repository/index", post(kserve::repository_index)),
+        ("/v2/models/{name}", get(kserve::model_metadata)),
+        (
+            "/v2/models/{name}/versions/{version}",
+            get(kserve::model_metadata),
+        ),
+        ("/v2/models/{name}/ready", get(kserve::model_ready)),
+        (
+            "/v2/models/{name}/versions/{version}/ready",
+            get(kserve::model_ready),
+        ),
+        ("/v2/models/{name}/infer", post(kserve::model_infer)),
+        (
+            "/v2/models/{name}/versions/{version}/infer",
+            post(kserve::model_infer),
+        ),
+    ]
+}
+
+/// The paths of [`routes`].
+#[cfg(test)]
+pub(crate) fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
 /// The complete HTTP application for `state` (used by `serve` and by tests).
 pub fn router(state: AppState) -> Router {
     // Multipart and JSON bodies carry base64/boundaries around the image, so
     // the body limit leaves a little room over the image limit.
     let body_limit = state.limits().max_body_bytes.saturating_add(64 * 1024);
-    Router::new()
-        .route("/", get(ops::index))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/api/v1/predict", post(predict::predict))
-        .route(
-            "/v1/models/{*rest}",
-            get(tfserving::get).post(tfserving::post),
-        )
-        .route("/v2", get(kserve::server_metadata))
-        .route("/v2/health/live", get(kserve::live))
-        .route("/v2/health/ready", get(kserve::ready))
-        .route("/v2/models/{name}", get(kserve::model_metadata))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(kserve::model_metadata),
-        )
-        .route("/v2/models/{name}/ready", get(kserve::model_ready))
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(kserve::model_ready),
-        )
-        .route("/v2/models/{name}/infer", post(kserve::model_infer))
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(kserve::model_infer),
-        )
+    routes()
+        .into_iter()
+        .fold(Router::new(), |app, (path, methods)| {
+            app.route(path, methods)
+        })
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)
@@ -173,17 +205,18 @@ async fn refuse_oversized_body(
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(length) if length > limit as u64 => {
+            let path = request.uri().path().to_string();
             if length <= DRAIN_CAP {
                 let mut body = request.into_body().into_data_stream();
                 let drain = async { while let Some(Ok(_)) = body.next().await {} };
                 let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
             }
-            ApiError::new(
+            let error = ApiError::new(
                 fovea_core::ErrorKind::TooLarge,
                 "body_too_large",
                 format!("request body of {length} bytes exceeds the limit of {limit} bytes"),
-            )
-            .into_response()
+            );
+            error::for_path(&path, error)
         }
         _ => next.run(request).await,
     }
@@ -228,10 +261,13 @@ pub async fn serve_on(
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!("listening on http://{addr}");
     let app = router(state.clone());
+    let stopping = state.clone();
     let (signal, deadline) = shutdown_with_deadline(
         async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing in-flight requests");
+            // Streams never finish on their own: tell them to close.
+            stopping.begin_shutdown();
         },
         shutdown_timeout,
     );

@@ -9,23 +9,30 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use fovea_core::{ErrorKind, InputFormat};
+use fovea_core::ErrorKind;
 use fovea_engine::{Admission, ModelHandle, Prediction, classify};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::engine_path;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::input::{self, ImageSource, PredictOptions};
 use crate::state::AppState;
 
 /// One image's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "class": "cat", "score": 0.93,
+    "predictions": [{"label": "cat", "index": 3, "score": 0.93}, {"label": "dog", "index": 5, "score": 0.04}],
+    "model": "resnet18-cifar10", "version": 6, "latency_ms": 4.1
+}))]
 pub struct PredictResponse {
     /// The top-1 label.
     pub class: String,
     /// The top-1 softmax score.
     pub score: f32,
     /// The top-k classes, best first.
+    #[schema(value_type = Vec<PredictionJson>)]
     pub predictions: Vec<Prediction>,
     /// Model name that answered.
     pub model: String,
@@ -35,7 +42,113 @@ pub struct PredictResponse {
     pub latency_ms: f64,
 }
 
+/// How fovea-engine's [`Prediction`] serialises (it has no schema of its
+/// own: the engine knows nothing of HTTP); a test keeps the two in step.
+#[derive(ToSchema)]
+#[schema(as = Prediction)]
+#[allow(dead_code)]
+pub struct PredictionJson {
+    /// Class name from the labels file.
+    label: String,
+    /// Output index of the class.
+    index: usize,
+    /// Softmax probability.
+    score: f32,
+}
+
+/// The answer: one object for one image, a list (in request order) for several.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PredictAnswer {
+    /// One image was sent.
+    One(PredictResponse),
+    /// Several images were sent (a multipart batch).
+    Batch(Vec<PredictResponse>),
+}
+
+/// The multipart form (described here, parsed by `input::parse`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PredictForm {
+    /// One or more image files (JPEG, PNG, WebP, GIF, BMP, TIFF); several make a batch.
+    #[schema(schema_with = image_files)]
+    image: Vec<Vec<u8>>,
+    // Form fields are text and have no null: absent is the only "none".
+    /// Model name; overrides the query string.
+    #[schema(required = false)]
+    model: String,
+    /// Model version; overrides the query string.
+    #[schema(required = false)]
+    version: u64,
+    /// Classes to return; overrides the query string.
+    #[schema(required = false, minimum = 1)]
+    top_k: usize,
+}
+
+fn image_files() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let file = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)));
+    utoipa::openapi::ArrayBuilder::new()
+        .items(file)
+        .min_items(Some(1))
+        .build()
+}
+
+/// The JSON body: exactly one of `image_base64` and `url`, plus options.
+#[derive(ToSchema)]
+#[schema(example = json!({"image_base64": crate::openapi::EXAMPLE_PNG_BASE64, "top_k": 3}))]
+#[allow(dead_code)]
+pub struct PredictJson {
+    /// The image, base64 (standard or URL-safe, padded or not, or a `data:image/...;base64,` URL).
+    image_base64: Option<String>,
+    /// An http(s) URL the server fetches (only with `serve --allow-url-fetch`; 422 otherwise).
+    url: Option<String>,
+    /// Model name; overrides the query string.
+    model: Option<String>,
+    /// Model version; overrides the query string.
+    version: Option<u64>,
+    /// Classes to return; overrides the query string.
+    #[schema(minimum = 1)]
+    top_k: Option<usize>,
+}
+
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/api/v1/predict",
+    tag = "simple",
+    summary = "Classify images",
+    description = "The image comes as a multipart form (field `image`, repeated for a batch), as \
+        JSON (`image_base64` or `url`), or as the raw body with an image content type. Options \
+        come from the query string or the body (the body wins). Without `model`, the default \
+        model of `GET /api/v1/models` answers.",
+    params(
+        ("model" = Option<String>, Query, description = "Model name; the default model when absent"),
+        ("version" = Option<u64>, Query, description = "Model version; the highest available when absent"),
+        ("top_k" = Option<usize>, Query, minimum = 1, description = "Classes to return (default 5, at most the model's classes)"),
+    ),
+    request_body(
+        description = "The image(s); raw image bodies take any of the listed image types",
+        content(
+            (PredictForm = "multipart/form-data"),
+            (PredictJson = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Top-k classes: one object per image, a list for a batch", body = PredictAnswer),
+        (status = 400, description = "Malformed body or options, undecodable image", body = ErrorBody),
+        (status = 404, description = "No such model or version", body = ErrorBody),
+        (status = 413, description = "Body, image or batch over the limits", body = ErrorBody),
+        (status = 415, description = "Missing or unsupported Content-Type, or an image format fovea does not decode", body = ErrorBody),
+        (status = 422, description = "URL fetching refused (disabled, private address, upstream error)", body = ErrorBody),
+        (status = 503, description = "Models are still loading, the model is unavailable, or its queue is full",
+            body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
+        (status = 504, description = "The deadline passed, or the URL's server did not answer in time", body = ErrorBody),
+        (status = 500, description = "Inference failed", body = ErrorBody),
+    ),
+)]
 pub async fn predict(
     State(state): State<AppState>,
     query: Result<Query<PredictOptions>, QueryRejection>,
@@ -43,39 +156,12 @@ pub async fn predict(
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     let Query(query) = query?;
-    let engine = state.ready_engine()?;
+    state.ready_engine()?;
     let limits = state.limits();
     let parsed = input::parse(request, query, limits.max_images_per_request).await?;
     let options = &parsed.options;
-    let model = match (&options.model, options.version) {
-        (Some(name), version) => engine_path::lookup(&state, name, version)?,
-        (None, version) => {
-            let default = engine.default_model().ok_or_else(|| {
-                ApiError::new(ErrorKind::Unavailable, "no_model", "no model is loaded")
-            })?;
-            match version {
-                None => default,
-                Some(v) => engine_path::lookup(&state, default.name(), Some(v))?,
-            }
-        }
-    };
-    if model.config().input.format != InputFormat::Image {
-        return Err(ApiError::invalid(
-            "model_takes_tensors",
-            format!("model `{}` takes tensors, not images", model.name()),
-        ));
-    }
-    let top_k = match options.top_k {
-        Some(0) => {
-            return Err(ApiError::invalid(
-                "invalid_option",
-                "top_k must be at least 1",
-            ));
-        }
-        Some(k) => k,
-        None => limits.default_top_k,
-    }
-    .min(model.num_classes());
+    let model = engine_path::image_model(&state, options.model.as_deref(), options.version)?;
+    let top_k = engine_path::top_k(&state, &model, options.top_k)?;
     let deadline = engine_path::deadline(&model, arrival);
 
     let admissions = engine_path::admit_each(&model, parsed.images.len(), deadline)?;
@@ -119,18 +205,18 @@ pub async fn predict(
             latency_ms,
         });
     }
-    if parsed.batch {
-        Ok(Json(responses).into_response())
+    let answer = if parsed.batch {
+        PredictAnswer::Batch(responses)
     } else {
-        let single = responses.pop().ok_or_else(|| {
+        PredictAnswer::One(responses.pop().ok_or_else(|| {
             ApiError::new(
                 ErrorKind::Internal,
                 "no_answer",
                 "no image produced an answer",
             )
-        })?;
-        Ok(Json(single).into_response())
-    }
+        })?)
+    };
+    Ok(Json(answer).into_response())
 }
 
 /// Fetches (if a URL), preprocesses and infers one admitted image; returns its logits.
@@ -156,4 +242,36 @@ async fn run_one(
             format!("model `{}` returned no output for the image", model.name()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_prediction_has_the_engines_fields() {
+        let prediction = Prediction {
+            label: "cat".into(),
+            index: 3,
+            score: 0.5,
+        };
+        let value = serde_json::to_value(&prediction).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let schema =
+            serde_json::to_value(<PredictionJson as utoipa::PartialSchema>::schema()).unwrap();
+        let mut documented: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(keys, documented);
+    }
 }

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ServerError};
 use crate::fetch::UrlFetcher;
+use crate::stream::{StreamLimits, StreamSlots};
 use crate::{RequestLimits, ServerConfig};
 use fovea_core::ErrorKind;
 
@@ -28,6 +29,11 @@ struct Shared {
     /// budget, so decoding never oversubscribes the cores inference uses and
     /// admitted requests wait cheaply, still encoded.
     decode_permits: Semaphore,
+    stream_limits: StreamLimits,
+    stream_slots: StreamSlots,
+    /// Becomes true when the server begins shutting down, so that streams,
+    /// which never end on their own, close.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -41,6 +47,9 @@ impl AppState {
                 fetcher: UrlFetcher::new(config.url_fetch.clone())?,
                 metrics: None,
                 decode_permits: Semaphore::new(config.decode_threads.max(1)),
+                stream_limits: config.streams.clone(),
+                stream_slots: StreamSlots::new(config.streams.max_streams),
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         })
     }
@@ -96,5 +105,25 @@ impl AppState {
 
     pub(crate) fn decode_permits(&self) -> &Semaphore {
         &self.inner.decode_permits
+    }
+
+    /// The limits on streams.
+    pub fn stream_limits(&self) -> &StreamLimits {
+        &self.inner.stream_limits
+    }
+
+    /// The open streams' slots.
+    pub fn stream_slots(&self) -> &StreamSlots {
+        &self.inner.stream_slots
+    }
+
+    /// Tells every open stream to close (the server is shutting down).
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// Watches for [`AppState::begin_shutdown`].
+    pub(crate) fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.stopping.subscribe()
     }
 }

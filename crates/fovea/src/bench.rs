@@ -4,6 +4,7 @@
 
 mod engine;
 mod load;
+mod stream;
 mod target;
 
 use std::path::PathBuf;
@@ -79,6 +80,17 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Stream mode: this many WebSocket streams to /api/v1/stream, each
+    /// sending --image at --fps for --duration-secs (cameras, not requests).
+    #[arg(long, conflicts_with_all = ["engine", "rate", "concurrency", "requests"])]
+    pub streams: Option<usize>,
+    /// Stream mode: frames per second each stream sends.
+    #[arg(long, default_value_t = 15.0)]
+    pub fps: f64,
+    /// Stream mode: ask for every frame to be answered (policy `all`)
+    /// instead of the freshest (`latest`).
+    #[arg(long)]
+    pub all_frames: bool,
 }
 
 /// The wire protocols `fovea bench` can speak.
@@ -112,6 +124,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.engine {
         // Inference is blocking compute: keep it off the async workers.
         tokio::task::spawn_blocking(move || engine::run(&args)).await?
+    } else if let Some(streams) = args.streams {
+        stream::run(&args, streams.max(1)).await
     } else {
         load::run(&args).await
     }

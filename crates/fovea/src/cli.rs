@@ -190,6 +190,21 @@ pub struct ServeArgs {
     /// Images decoded and preprocessed at once (default: half of --threads, at least one).
     #[arg(long, env = "FOVEA_DECODE_THREADS", value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
     pub decode_threads: Option<usize>,
+    /// Frame streams open at once (WebSocket /api/v1/stream and gRPC ModelStreamInfer together).
+    #[arg(long, env = "FOVEA_MAX_STREAMS", default_value_t = 64)]
+    pub max_streams: usize,
+    /// Largest frame of a stream in bytes (one encoded image, or one gRPC request).
+    #[arg(long, env = "FOVEA_MAX_FRAME_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+    /// A stream that receives nothing for this long is closed.
+    #[arg(long, env = "FOVEA_STREAM_IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_idle_timeout_secs: u64,
+    /// A stream is closed after this long, however busy.
+    #[arg(long, env = "FOVEA_MAX_STREAM_DURATION_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_stream_duration_secs: u64,
+    /// Frames of one stream in flight or waiting at once under the `all` policy (and gRPC streams).
+    #[arg(long, env = "FOVEA_STREAM_WINDOW", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub stream_window: usize,
 }
 
 /// Where gRPC listens, if anywhere.
@@ -214,8 +229,25 @@ fn parse_grpc_addr(text: &str) -> Result<GrpcAddr, String> {
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// Image files to classify.
-    #[arg(required = true)]
+    #[arg(required_unless_present_any = ["video", "frames"], conflicts_with_all = ["video", "frames"])]
     pub images: Vec<PathBuf>,
+    /// Stream a video file (decoded by the system `ffmpeg`) to the server's
+    /// /api/v1/stream at its own frame rate, printing each frame's answer.
+    #[arg(long, conflicts_with_all = ["frames", "local"])]
+    pub video: Option<PathBuf>,
+    /// Stream the images of a directory, in name order, as video frames.
+    #[arg(long, conflicts_with = "local")]
+    pub frames: Option<PathBuf>,
+    /// Frames per second to send (--frames: default 30; --video: resample to this rate).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Send frames as fast as the socket takes them, ignoring the frame rate.
+    #[arg(long, conflicts_with = "fps")]
+    pub as_fast_as_possible: bool,
+    /// Which frames the server answers when they come faster than it can:
+    /// `latest` (the freshest, dropping the rest) or `all` (every one, slowing the sender).
+    #[arg(long, value_enum, default_value_t = StreamPolicy::Latest)]
+    pub policy: StreamPolicy,
     /// Server to ask.
     #[arg(long, env = "FOVEA_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
@@ -233,4 +265,23 @@ pub struct PredictArgs {
     /// a model from --models.
     #[command(flatten)]
     pub engine: ModelArgs,
+}
+
+/// `fovea predict --policy`: the server's stream freshness policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamPolicy {
+    /// Answer the freshest frame; drop older waiting ones.
+    Latest,
+    /// Answer every frame, in order.
+    All,
+}
+
+impl StreamPolicy {
+    /// The name the server's `policy` parameter takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Latest => "latest",
+            Self::All => "all",
+        }
+    }
 }

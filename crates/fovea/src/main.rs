@@ -9,6 +9,7 @@ mod models;
 mod predict;
 mod quantize;
 mod serve;
+mod stream_client;
 
 use clap::Parser;
 

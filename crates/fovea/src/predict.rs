@@ -43,6 +43,9 @@ struct ErrorDetail {
 
 /// Runs `fovea predict`.
 pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
+    if args.video.is_some() || args.frames.is_some() {
+        return crate::stream_client::run(&args).await;
+    }
     let answers = if args.local {
         predict_local(&args).await?
     } else {

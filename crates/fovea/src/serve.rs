@@ -2,12 +2,15 @@
 //! the engine, hand it to the server, and shut down gracefully on SIGINT or
 //! SIGTERM.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
 use fovea_engine::Engine;
+use fovea_server::models::{ModelList, VersionState};
 use fovea_server::{
-    AppState, RequestLimits, ServerConfig, UrlFetchConfig, decode_threads_for, telemetry,
+    AppState, RequestLimits, ServerConfig, StreamLimits, UrlFetchConfig, decode_threads_for,
+    telemetry,
 };
 
 use crate::cli::{GrpcAddr, ServeArgs};
@@ -33,6 +36,13 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
         decode_threads: args
             .decode_threads
             .unwrap_or_else(|| decode_threads_for(args.model.thread_budget())),
+        streams: StreamLimits {
+            max_streams: args.max_streams,
+            max_frame_bytes: args.max_frame_bytes,
+            idle_timeout: Duration::from_secs(args.stream_idle_timeout_secs),
+            max_duration: Duration::from_secs(args.max_stream_duration_secs),
+            window: args.stream_window,
+        },
     }
 }
 
@@ -87,6 +97,67 @@ async fn shutdown_signal() {
     }
 }
 
+/// What `serve` says once the models are loaded: version, backend, models,
+/// where to reach it. One log line each, so it stays readable (and valid) in
+/// the JSON log format too.
+fn banner(list: &ModelList, http: SocketAddr, grpc: Option<SocketAddr>) -> Vec<String> {
+    let mut lines = vec![format!(
+        "fovea {} serving on {}",
+        env!("CARGO_PKG_VERSION"),
+        list.backend.unwrap_or("no backend")
+    )];
+    for model in &list.models {
+        let versions: Vec<String> = model
+            .versions
+            .iter()
+            .map(|v| match v.state {
+                VersionState::Available => v.version.to_string(),
+                state => format!("{} ({})", v.version, state_name(state)),
+            })
+            .collect();
+        let default_version = model
+            .default_version
+            .map_or_else(|| "none available".to_string(), |v| v.to_string());
+        lines.push(format!(
+            "  model {}{}: versions {}; default version {default_version}",
+            model.name,
+            if model.default { " (default)" } else { "" },
+            versions.join(", "),
+        ));
+    }
+    if list.models.is_empty() {
+        lines.push("  no models".to_string());
+    }
+    let base = browsable(http);
+    lines.push(format!("  HTTP  {base}  (REST: /api/v1, /v1, /v2)"));
+    lines.push(match grpc {
+        Some(addr) => format!("  gRPC  {addr}  (TF Serving, KServe V2)"),
+        None => "  gRPC  off".to_string(),
+    });
+    lines.push(format!("  demo  {base}/   API  {base}/openapi.json"));
+    lines
+}
+
+fn state_name(state: VersionState) -> &'static str {
+    match state {
+        VersionState::Loading => "loading",
+        VersionState::Available => "available",
+        VersionState::Failed => "failed",
+        VersionState::Unloading => "unloading",
+    }
+}
+
+/// `http://addr`, with a wildcard listen address shown as localhost: a
+/// browser cannot open 0.0.0.0 or [::], but the server answers on loopback.
+fn browsable(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!("http://{host}:{}", addr.port())
+}
+
 /// Runs the server until a signal; returns after in-flight requests finish.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = server_config(&args);
@@ -109,9 +180,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let _ = rx.wait_for(|&stop| stop).await;
         }
     };
+    let http_addr = listener.local_addr()?;
+    let mut grpc_addr = None;
     let grpc = match args.grpc {
         GrpcAddr::At(addr) => {
             let listener = fovea_server::bind(addr).await?;
+            grpc_addr = Some(listener.local_addr()?);
             Some(tokio::spawn(fovea_server::serve_grpc_on(
                 listener,
                 state.clone(),
@@ -140,6 +214,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !engine.is_ready() {
         tracing::warn!("some models failed to load; /readyz answers 503");
     }
+    for line in banner(
+        &fovea_server::models::catalog(Some(&engine)),
+        http_addr,
+        grpc_addr,
+    ) {
+        tracing::info!("{line}");
+    }
 
     server.await.context("server task failed")??;
     if let Some(grpc) = grpc {
@@ -149,4 +230,60 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // engine's start-up is drained here (shutdown is idempotent).
     engine.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use fovea_server::models::{ModelEntry, VersionEntry};
+
+    use super::*;
+
+    #[test]
+    fn the_banner_names_version_backend_models_and_addresses() {
+        let version = |version, state| VersionEntry {
+            version,
+            state,
+            reason: None,
+        };
+        let list = ModelList {
+            backend: Some("onnxruntime"),
+            models: vec![ModelEntry {
+                name: "resnet18-cifar10".into(),
+                default: true,
+                default_version: Some(6),
+                versions: vec![
+                    version(5, VersionState::Available),
+                    version(6, VersionState::Available),
+                    version(7, VersionState::Failed),
+                ],
+            }],
+        };
+        let lines = banner(
+            &list,
+            "0.0.0.0:8080".parse().unwrap(),
+            Some("127.0.0.1:8500".parse().unwrap()),
+        );
+        let text = lines.join("\n");
+        assert!(
+            text.starts_with(&format!(
+                "fovea {} serving on onnxruntime",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "model resnet18-cifar10 (default): versions 5, 6, 7 (failed); default version 6"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("HTTP  http://localhost:8080"), "{text}");
+        assert!(text.contains("gRPC  127.0.0.1:8500"), "{text}");
+        assert!(text.contains("demo  http://localhost:8080/ "), "{text}");
+        let off = banner(&list, "[::1]:9000".parse().unwrap(), None).join("\n");
+        assert!(
+            off.contains("http://[::1]:9000/openapi.json") && off.contains("gRPC  off"),
+            "{off}"
+        );
+    }
 }

@@ -49,6 +49,12 @@ pub async fn serve_grpc_on(
         .max_encoding_message_size(usize::MAX);
     let models = ModelServiceServer::new(TfModelService::new(state.clone()))
         .max_decoding_message_size(limit);
+    let stopping = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Streams never finish on their own: tell them to end.
+        stopping.begin_shutdown();
+    };
     let kserve = GrpcInferenceServiceServer::new(KServe::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);

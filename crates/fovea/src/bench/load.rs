@@ -89,7 +89,7 @@ impl Tally {
 }
 
 /// Percentiles of a histogram of microseconds, in milliseconds (all zero when empty).
-fn latency(h: &Histogram<u64>) -> Latency {
+pub(super) fn latency(h: &Histogram<u64>) -> Latency {
     let ms = |us: u64| us as f64 / 1e3;
     if h.is_empty() {
         return Latency {
