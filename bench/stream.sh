@@ -34,7 +34,7 @@ cpu() { awk '{print $14 + $15}' /proc/$SERVER/stat; }
 # point NAME ARGS...: one `fovea bench` run, with the server's CPU use (cores) beside it.
 point() { local name=$1; shift; local c0 t0 c1 t1
   c0=$(cpu); t0=$(date +%s.%N)
-  "$FOVEA" bench --url "$URL" --image "$IMAGE" --duration-secs "$DURATION" --json "$@" > "$OUT/$name.json.tmp"
+  "$FOVEA" bench --url "$URL" --image "$IMAGE" --duration-secs "${POINT_DURATION:-$DURATION}" --json "$@" > "$OUT/$name.json.tmp"
   c1=$(cpu); t1=$(date +%s.%N)
   python3 - "$OUT/$name.json.tmp" "$c0" "$c1" "$t0" "$t1" "$ticks" > "$OUT/$name.json" <<'PY'
 import json, sys
@@ -56,7 +56,7 @@ echo "== 16 streams at 15 fps + single requests at $RATE/s" >&2
 point stream_mixed_streams --streams 16 --fps 15 &
 MIXED=$!
 sleep 1
-point stream_mixed_single --protocol simple --rate "$RATE" --duration-secs $((DURATION - 2))
+POINT_DURATION=$((DURATION - 2)) point stream_mixed_single --protocol simple --rate "$RATE"
 wait $MIXED
 
 python3 - "$OUT" <<'PY'
