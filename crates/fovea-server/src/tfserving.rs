@@ -253,7 +253,10 @@ pub async fn predict(
 }
 
 /// Runs a Classify: each example on its own (images and float lists may be
-/// mixed); returns the top classes with softmax scores, best first.
+/// mixed); returns the top classes with softmax scores, best first. Every
+/// example is admitted to the model's queue before any is decoded or
+/// inferred (all or none, as for a multi-image predict), so a Classify the
+/// server has no room for costs no work.
 pub async fn classify_examples(
     state: &AppState,
     model: &ModelHandle,
@@ -263,32 +266,53 @@ pub async fn classify_examples(
     let deadline = engine_path::deadline(model, arrival);
     let top_k = state.limits().default_top_k.min(model.num_classes());
     let item_shape = &model.config().input.shape;
-    let answers = futures_util::future::join_all(examples.into_iter().enumerate().map(
-        |(index, example)| async move {
-            let input = match example {
-                ExampleValue::Image(bytes) => engine_path::model_input(
+    let inputs = examples
+        .into_iter()
+        .enumerate()
+        .map(|(index, example)| match example {
+            ExampleValue::Image(bytes) => {
+                engine_path::model_input(
                     model,
                     TensorValue::Bytes(BytesTensor {
                         shape: vec![1],
-                        items: vec![bytes],
+                        items: vec![bytes.clone()],
                     }),
-                )?,
-                ExampleValue::Floats(values) => {
-                    let shape = std::iter::once(1)
-                        .chain(item_shape.iter().copied())
-                        .collect();
-                    ModelInput::Tensor(Tensor::new(shape, values).map_err(|e| {
+                )?;
+                Ok(ModelInput::Images(vec![bytes]))
+            }
+            ExampleValue::Floats(values) => {
+                let shape = std::iter::once(1)
+                    .chain(item_shape.iter().copied())
+                    .collect();
+                Tensor::new(shape, values)
+                    .map(ModelInput::Tensor)
+                    .map_err(|e| {
                         ApiError::invalid("shape_mismatch", format!("example {index}: {e}"))
-                    })?)
+                    })
+            }
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let admissions = engine_path::admit_each(model, inputs.len(), deadline)?;
+    let answers =
+        futures_util::future::join_all(inputs.into_iter().zip(admissions).enumerate().map(
+            |(index, (input, admission))| async move {
+                let output = match input {
+                    ModelInput::Images(mut images) => {
+                        let bytes = images.pop().ok_or_else(|| {
+                            ApiError::invalid("no_image", "an example holds no image")
+                        })?;
+                        engine_path::image(state, model, admission, bytes).await
+                    }
+                    ModelInput::Tensor(tensor) => admission
+                        .infer(tensor)
+                        .await
+                        .map_err(|e| ApiError::from_fovea(&e)),
                 }
-            };
-            let output = engine_path::run(state, model, input, deadline)
-                .await
                 .map_err(|e| engine_path::numbered(index, e))?;
-            Ok::<_, ApiError>(classify(output.data(), model.labels(), top_k))
-        },
-    ))
-    .await;
+                Ok::<_, ApiError>(classify(output.data(), model.labels(), top_k))
+            },
+        ))
+        .await;
     answers.into_iter().collect()
 }
 

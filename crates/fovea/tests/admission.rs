@@ -25,11 +25,16 @@ fn large_jpeg(seed: u32) -> Vec<u8> {
 
 /// The `fovea_preprocess_seconds_count` samples of model `tiny` in a scrape.
 fn preprocess_count(scrape: &str) -> u64 {
+    preprocess_count_of(scrape, "tiny")
+}
+
+/// The `fovea_preprocess_seconds_count` samples of `model` in a scrape (each
+/// test of this binary uses its own model: the metrics are process-wide).
+fn preprocess_count_of(scrape: &str, model: &str) -> u64 {
+    let label = format!("model=\"{model}\"");
     scrape
         .lines()
-        .filter(|line| {
-            line.starts_with("fovea_preprocess_seconds_count") && line.contains("model=\"tiny\"")
-        })
+        .filter(|line| line.starts_with("fovea_preprocess_seconds_count") && line.contains(&label))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -136,4 +141,53 @@ async fn the_bundled_model_recognises_real_cifar10_test_images() {
         // 200 images vary by a few points.
         assert!(accuracy >= 0.82, "{query}: {correct}/{total}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classify_larger_than_the_queue_is_refused_before_any_example_is_decoded() {
+    use base64::Engine as _;
+    let repo = make_repository();
+    let config_path = repo.path().join("tiny-b/config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, format!("{config}queue_capacity = 2\n")).unwrap();
+    let metrics = fovea_server::telemetry::install_metrics().unwrap();
+    let engine = start_engine(repo.path(), BackendChoice::Tract).await;
+    let config = ServerConfig::default();
+    let state = AppState::with_engine(engine, &config)
+        .unwrap()
+        .with_metrics(metrics);
+    let server = TestServer::serve(state, Some(repo), config.shutdown_timeout).await;
+    let before = preprocess_count_of(&server.scrape_metrics().await, "tiny-b");
+
+    // Three examples for a queue of two: all or none, so none is decoded.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(large_jpeg(3));
+    let examples: Vec<_> = (0..3)
+        .map(|_| serde_json::json!({"image": {"b64": b64}}))
+        .collect();
+    let response = server
+        .client
+        .post(server.url("/v1/models/tiny-b:classify"))
+        .json(&serde_json::json!({ "examples": examples }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503, "{:?}", response.text().await);
+    assert_eq!(
+        preprocess_count_of(&server.scrape_metrics().await, "tiny-b"),
+        before
+    );
+
+    // Two fit, and are answered.
+    let response = server
+        .client
+        .post(server.url("/v1/models/tiny-b:classify"))
+        .json(&serde_json::json!({ "examples": &examples[..2] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        preprocess_count_of(&server.scrape_metrics().await, "tiny-b"),
+        before + 2
+    );
 }
