@@ -6,10 +6,14 @@ printed reason on a user's clone but fails when FOVEA_REQUIRE_SHARED=1 (CI)."""
 import glob
 import importlib.util
 import os
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,3 +61,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout=30) -> None:
+    """Sends `sig` (SIGTERM: graceful) and waits; kills after `timeout` s."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(check, timeout: float, proc: subprocess.Popen) -> bool:
+    """Polls `check` (an HTTP probe, say) until it holds; false when `proc`
+    exits first or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if check():
+                return True
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.2)
+    return False

@@ -38,7 +38,7 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fovea_env import require_shared, fovea_binary, ort_environment, free_port  # noqa: E402
+from fovea_env import require_shared, fovea_binary, ort_environment, free_port, stop, wait_until  # noqa: E402
 SHIPPED_CONF = REPO_ROOT / "deploy" / "nginx" / "nginx.conf"
 MODELS = REPO_ROOT / "models"
 SHARED = REPO_ROOT.parent / "shared"
@@ -111,30 +111,6 @@ def require_nginx() -> str:
         print(f"skipping the nginx deploy tests: {reason}")
         pytest.skip(reason)
     return nginx
-
-
-def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout=30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_until(check, timeout: float, proc: subprocess.Popen) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if check():
-                return True
-        except (requests.RequestException, OSError):
-            pass
-        time.sleep(0.2)
-    return False
 
 
 def start_nginx(nginx: str, conf_text: str, prefix: Path) -> subprocess.Popen:

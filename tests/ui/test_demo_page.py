@@ -22,11 +22,9 @@ reason, or fail when FOVEA_REQUIRE_CHROMIUM=1 (CI). The fovea binary
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +33,7 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fovea_env import require_shared, fovea_binary, ort_environment, free_port  # noqa: E402
+from fovea_env import require_shared, fovea_binary, ort_environment, free_port, stop, wait_until  # noqa: E402
 
 MODELS = REPO_ROOT / "models"
 SHARED = REPO_ROOT.parent / "shared"
@@ -67,30 +65,6 @@ def require_chromium():
         print(f"skipping the demo page tests: {reason}")
         pytest.skip(reason)
     return sync_playwright
-
-
-def stop(proc: subprocess.Popen, timeout=30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_until(check, timeout: float, proc: subprocess.Popen) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if check():
-                return True
-        except (requests.RequestException, OSError):
-            pass
-        time.sleep(0.2)
-    return False
 
 
 def photo() -> Path:
