@@ -45,3 +45,26 @@ fn skip_or_fail(require_var: &str, reason: &str) {
     );
     eprintln!("skipped: {reason}");
 }
+
+/// The committed tiny CIFAR-shaped ONNX model (input `input` `[N,3,32,32]`,
+/// output `logits` `[N,10]`), kept with fovea-engine's test fixtures.
+pub fn tiny_cifar_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fovea-engine/tests/fixtures/tiny-cifar.onnx")
+}
+
+/// The values of `n` CIFAR-shaped items (`n × 3 × 32 × 32`, row-major) that
+/// differ in colour as well as texture, so the tiny model's argmax varies
+/// between them (pure noise averages out). Deterministic in `seed`.
+pub fn tiny_cifar_values(n: usize, seed: usize) -> Vec<f32> {
+    let mut data = Vec::with_capacity(n * 3 * 32 * 32);
+    for item in 0..n {
+        let k = (seed * 131 + item * 17) as f32;
+        for channel in 0..3 {
+            let offset = 2.0 * (1.7 * k + 2.3 * channel as f32).sin();
+            for pixel in 0..32 * 32 {
+                data.push(offset + 0.5 * (0.37 * pixel as f32 + k).sin());
+            }
+        }
+    }
+    data
+}

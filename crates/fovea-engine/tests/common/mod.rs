@@ -38,20 +38,13 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
         .collect()
 }
 
-/// `n` CIFAR-shaped items that differ in colour as well as texture, so the
-/// tiny model's argmax varies between them (pure noise averages out).
+/// `n` CIFAR-shaped items (`fovea_testkit::tiny_cifar_values`).
 pub fn tiny_input(n: usize, seed: usize) -> Tensor {
-    let mut data = Vec::with_capacity(n * 3 * 32 * 32);
-    for item in 0..n {
-        let k = (seed * 131 + item * 17) as f32;
-        for channel in 0..3 {
-            let offset = 2.0 * (1.7 * k + 2.3 * channel as f32).sin();
-            for pixel in 0..32 * 32 {
-                data.push(offset + 0.5 * (0.37 * pixel as f32 + k).sin());
-            }
-        }
-    }
-    Tensor::new(vec![n, 3, 32, 32], data).unwrap()
+    Tensor::new(
+        vec![n, 3, 32, 32],
+        fovea_testkit::tiny_cifar_values(n, seed),
+    )
+    .unwrap()
 }
 
 /// Index of the largest value of each row.
