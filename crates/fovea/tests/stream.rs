@@ -224,14 +224,16 @@ async fn bad_query_options_are_refused_before_the_upgrade() {
             .expect("a JSON error");
         assert!(body["error"]["code"].is_string(), "{query}: {body}");
     }
-    // Without an upgrade, the route is a client error, not a 500.
+    // Without an upgrade: the simple API's JSON error, not axum's plain text.
     let plain = server
         .client
         .get(server.url("/api/v1/stream"))
         .send()
         .await
         .unwrap();
-    assert!(plain.status().is_client_error(), "{}", plain.status());
+    assert_eq!(plain.status(), 400);
+    let body: Value = plain.json().await.expect("the simple API's JSON error");
+    assert_eq!(body["error"]["code"], "not_a_websocket", "{body}");
 }
 
 #[tokio::test]
