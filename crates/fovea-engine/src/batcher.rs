@@ -17,7 +17,20 @@ use crate::backend::Backend;
 use crate::error::{BackendError, EngineError};
 
 /// What a caller gets back through its oneshot.
-pub(crate) type Reply = Result<Tensor, EngineError>;
+pub(crate) type Reply = Result<Inferred, EngineError>;
+
+/// A request's rows of a batch's output, and where its time in the batcher went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inferred {
+    /// The output rows of this request, `[n, ...]`.
+    pub output: Tensor,
+    /// From entering the queue to its batch being cut.
+    pub queue_wait: Duration,
+    /// The backend's run of the whole batch this request rode in.
+    pub inference: Duration,
+    /// Items in that batch (this request's and others').
+    pub batch_size: usize,
+}
 
 /// One queued request: `input` is [n, ...item] and is never split.
 pub(crate) struct Request {
@@ -371,16 +384,18 @@ impl Worker {
                 let _ = request.reply.send(Err(EngineError::DeadlineExceeded));
                 continue;
             }
-            shared
-                .metrics
-                .queue_wait
-                .record(now.duration_since(request.enqueued).as_secs_f64());
+            let queue_wait = now.duration_since(request.enqueued);
+            shared.metrics.queue_wait.record(queue_wait.as_secs_f64());
             item_shape.get_or_insert_with(|| request.input.shape()[1..].to_vec());
             buffer.extend_from_slice(request.input.data());
-            waiters.push((request.input.batch_size(), request.reply));
+            waiters.push(Waiter {
+                items: request.input.batch_size(),
+                queue_wait,
+                reply: request.reply,
+            });
         }
         let Some(item_shape) = item_shape else { return };
-        let total: usize = waiters.iter().map(|(n, _)| n).sum();
+        let total: usize = waiters.iter().map(|w| w.items).sum();
         let mut shape = vec![total];
         shape.extend(&item_shape);
         let input = match Tensor::new(shape, std::mem::take(buffer)) {
@@ -394,10 +409,8 @@ impl Worker {
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| backend.run(&input)))
             .unwrap_or_else(|_| Err(BackendError::Run("the backend panicked".into())));
-        shared
-            .metrics
-            .inference
-            .record(started.elapsed().as_secs_f64());
+        let inference = started.elapsed();
+        shared.metrics.inference.record(inference.as_secs_f64());
         shared.metrics.batch_size.record(total as f64);
         shared.batches.fetch_add(1, Ordering::Relaxed);
         shared.items.fetch_add(total as u64, Ordering::Relaxed);
@@ -405,7 +418,7 @@ impl Worker {
         *buffer = input.into_data();
         match result {
             Ok(output) if output.batch_size() == total && !output.shape().is_empty() => {
-                split_rows(&output, waiters)
+                split_rows(&output, waiters, inference)
             }
             Ok(output) => fail_all(
                 waiters,
@@ -419,25 +432,43 @@ impl Worker {
     }
 }
 
+/// A request of the batch being run, waiting for its rows.
+struct Waiter {
+    items: usize,
+    queue_wait: Duration,
+    reply: oneshot::Sender<Reply>,
+}
+
 /// Sends each waiter its own consecutive rows of `output`.
-fn split_rows(output: &Tensor, waiters: Vec<(usize, oneshot::Sender<Reply>)>) {
+fn split_rows(output: &Tensor, waiters: Vec<Waiter>, inference: Duration) {
     let row_len = output.item_len();
     let tail = &output.shape()[1..];
+    let batch_size = output.batch_size();
     let mut offset = 0;
-    for (n, reply) in waiters {
+    for waiter in waiters {
+        let n = waiter.items;
         let rows = output.data()[offset * row_len..(offset + n) * row_len].to_vec();
         offset += n;
         let mut shape = vec![n];
         shape.extend(tail);
-        let answer = Tensor::new(shape, rows).map_err(|e| BackendError::Run(e.to_string()).into());
+        let answer = Tensor::new(shape, rows)
+            .map(|output| Inferred {
+                output,
+                queue_wait: waiter.queue_wait,
+                inference,
+                batch_size,
+            })
+            .map_err(|e| BackendError::Run(e.to_string()).into());
         // A caller that gave up meanwhile simply does not read its answer.
-        let _ = reply.send(answer);
+        let _ = waiter.reply.send(answer);
     }
 }
 
-fn fail_all(waiters: Vec<(usize, oneshot::Sender<Reply>)>, message: &str) {
+fn fail_all(waiters: Vec<Waiter>, message: &str) {
     tracing::error!("batch failed: {message}");
-    for (_, reply) in waiters {
-        let _ = reply.send(Err(BackendError::Run(message.to_string()).into()));
+    for waiter in waiters {
+        let _ = waiter
+            .reply
+            .send(Err(BackendError::Run(message.to_string()).into()));
     }
 }

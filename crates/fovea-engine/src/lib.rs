@@ -21,10 +21,13 @@ pub use backend::{
 };
 #[cfg(feature = "onnxruntime")]
 pub use backend::{OrtBackend, ort_environment, ort_library_path};
-pub use batcher::BatchStats;
+pub use batcher::{BatchStats, Inferred};
 pub use bench::{BenchResult, bench_backend};
 pub use engine::{Engine, EngineOptions, ModelSource, ModelState, ModelStatus};
 pub use error::{BackendError, EngineError, WriteModelError};
 pub use model::{Admission, ModelHandle};
 pub use postprocess::{Prediction, classify, softmax};
-pub use repository::{model_versions, version_model_path, write_new_model};
+pub use repository::{
+    Fingerprint, Scan, ScannedEntry, ScannedModel, ScannedVersion, next_version,
+    scan as scan_repository, version_dirs, version_model_path, write_new_model,
+};

@@ -10,7 +10,7 @@ use fovea_core::{Labels, ModelConfig, Tensor};
 use tokio::sync::oneshot;
 
 use crate::backend::{Backend, BackendChoice, BackendTuning, Signature, open_backend_tuned};
-use crate::batcher::{self, BatchStats, Batcher, Slot};
+use crate::batcher::{self, BatchStats, Batcher, Inferred, Slot};
 use crate::error::EngineError;
 
 /// Everything needed to load one model version.
@@ -119,8 +119,19 @@ impl ModelHandle {
     /// Goes through the model's dynamic batcher; refuses at once when the
     /// queue is full and gives up at `deadline`.
     pub async fn infer(&self, input: Tensor, deadline: Instant) -> Result<Tensor, EngineError> {
+        Ok(self.infer_timed(input, deadline).await?.output)
+    }
+
+    /// [`ModelHandle::infer`], also telling where the time went.
+    pub async fn infer_timed(
+        &self,
+        input: Tensor,
+        deadline: Instant,
+    ) -> Result<Inferred, EngineError> {
         self.validate_input(&input)?;
-        self.admit(input.batch_size(), deadline)?.infer(input).await
+        self.admit(input.batch_size(), deadline)?
+            .infer_timed(input)
+            .await
     }
 
     /// Admits a request of `items` rows before its input exists: the room
@@ -168,6 +179,11 @@ impl Admission {
 
     /// Runs `input` ([n, ...], n = the admitted rows) through the batcher.
     pub async fn infer(self, input: Tensor) -> Result<Tensor, EngineError> {
+        Ok(self.infer_timed(input).await?.output)
+    }
+
+    /// [`Admission::infer`], also telling where the time went.
+    pub async fn infer_timed(self, input: Tensor) -> Result<Inferred, EngineError> {
         let Self {
             model,
             slot,

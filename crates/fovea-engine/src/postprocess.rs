@@ -1,10 +1,10 @@
 //! Turning a row of logits into ranked, labelled class probabilities.
 
 use fovea_core::Labels;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One ranked class of a classification.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     /// Class name from the labels file (the index as text when unlabelled).
     pub label: String,

@@ -21,7 +21,7 @@ pub(crate) type Stamp = Option<(u64, SystemTime)>;
 
 /// Identifies the on-disk state of one version: any change reloads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Fingerprint {
+pub struct Fingerprint {
     config: Stamp,
     labels: Stamp,
     model: Stamp,
@@ -29,7 +29,7 @@ pub(crate) struct Fingerprint {
 
 /// One model directory as found on disk.
 #[derive(Debug)]
-pub(crate) struct ScannedModel {
+pub struct ScannedModel {
     pub name: String,
     pub dir: PathBuf,
     /// Version directories present (positive integers), ascending.
@@ -40,7 +40,7 @@ pub(crate) struct ScannedModel {
 
 /// A model whose config and labels were read.
 #[derive(Debug)]
-pub(crate) struct ScannedEntry {
+pub struct ScannedEntry {
     pub config_path: PathBuf,
     pub config: ModelConfig,
     pub labels: Labels,
@@ -50,10 +50,10 @@ pub(crate) struct ScannedEntry {
 
 /// One version selected for serving.
 #[derive(Debug)]
-pub(crate) struct ScannedVersion {
+pub struct ScannedVersion {
     pub version: u64,
     pub model_path: PathBuf,
-    pub fingerprint: Fingerprint,
+    pub(crate) fingerprint: Fingerprint,
     /// Set when `model.onnx` is missing: the reason the version cannot load.
     pub missing: Option<String>,
 }
@@ -61,7 +61,7 @@ pub(crate) struct ScannedVersion {
 /// The result of one scan: models by directory order, and entries that are
 /// neither model nor version directories (to warn about once).
 #[derive(Debug, Default)]
-pub(crate) struct Scan {
+pub struct Scan {
     pub models: Vec<ScannedModel>,
     pub ignored: Vec<PathBuf>,
 }
@@ -71,9 +71,10 @@ fn stamp(path: &Path) -> Stamp {
     Some((meta.len(), meta.modified().ok()?))
 }
 
-/// Scans `root`. Only an unreadable root is an error; a broken model is a
+/// Scans `root` as `fovea serve` reads it (and `fovea models list` reports
+/// it). Only an unreadable root is an error; a broken model is a
 /// `ScannedModel` with an `Err` entry naming the file at fault.
-pub(crate) fn scan(root: &Path) -> Result<Scan, String> {
+pub fn scan(root: &Path) -> Result<Scan, String> {
     let entries = std::fs::read_dir(root)
         .map_err(|e| format!("cannot read model repository {}: {e}", root.display()))?;
     let mut dirs: Vec<PathBuf> = entries
@@ -104,16 +105,41 @@ pub fn version_model_path(model_dir: &Path, version: u64) -> PathBuf {
     model_dir.join(version.to_string()).join(MODEL_FILE)
 }
 
-/// The versions of the model in `dir` that hold a `model.onnx`, ascending.
-pub fn model_versions(dir: &Path) -> std::io::Result<Vec<u64>> {
-    let mut versions: Vec<u64> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join(MODEL_FILE).is_file())
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|v| *v > 0)
-        .collect();
+/// A model's versions: the positive-integer directories in `model_dir`,
+/// ascending. The one definition `fovea serve`, `fovea models list`,
+/// `quantize` and `export` share; a version whose `model.onnx` is missing is
+/// still a version (one that cannot load, and is reported as such).
+pub fn version_dirs(model_dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut versions = Vec::new();
+    for path in std::fs::read_dir(model_dir)?.filter_map(|e| e.ok().map(|e| e.path())) {
+        if let Some(version) = version_of(&path) {
+            versions.push(version);
+        }
+    }
     versions.sort_unstable();
     Ok(versions)
+}
+
+/// The version a path of a model directory names, if it is a version directory.
+fn version_of(path: &Path) -> Option<u64> {
+    if !path.is_dir() || is_hidden(path) {
+        return None;
+    }
+    path.file_name()?
+        .to_str()?
+        .parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+}
+
+/// The version a tool writes next into `model_dir`: one above its highest
+/// (1 for a new or unreadable model directory).
+pub fn next_version(model_dir: &Path) -> u64 {
+    version_dirs(model_dir)
+        .ok()
+        .and_then(|versions| versions.last().copied())
+        .unwrap_or(0)
+        + 1
 }
 
 fn scan_model(dir: &Path, ignored: &mut Vec<PathBuf>) -> ScannedModel {
@@ -124,16 +150,10 @@ fn scan_model(dir: &Path, ignored: &mut Vec<PathBuf>) -> ScannedModel {
     let mut version_dirs = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            if !path.is_dir() || is_hidden(&path) {
-                continue;
-            }
-            match path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                Some(version) if version > 0 => version_dirs.push(version),
-                _ => ignored.push(path),
+            match version_of(&path) {
+                Some(version) => version_dirs.push(version),
+                None if path.is_dir() && !is_hidden(&path) => ignored.push(path),
+                None => {}
             }
         }
     }
@@ -167,6 +187,21 @@ fn scan_model(dir: &Path, ignored: &mut Vec<PathBuf>) -> ScannedModel {
         },
         None => Labels::default(),
     };
+    if let (Some(classes), Some(path)) = (config.output.classes, &labels_path)
+        && classes != labels.len()
+    {
+        return ScannedModel {
+            name,
+            dir: dir.to_path_buf(),
+            version_dirs,
+            entry: Err(format!(
+                "{}: output.classes is {classes} but {} has {} labels",
+                config_path.display(),
+                path.display(),
+                labels.len()
+            )),
+        };
+    }
     let (config_stamp, labels_stamp) =
         (stamp(&config_path), labels_path.as_deref().and_then(stamp));
     let versions = config
@@ -302,7 +337,7 @@ mod tests {
             ["model.onnx"],
             "no partial file left"
         );
-        assert_eq!(model_versions(dir.path()).unwrap(), [2]);
+        assert_eq!(version_dirs(dir.path()).unwrap(), [2]);
     }
 
     #[test]
@@ -312,5 +347,18 @@ mod tests {
         write_new_model(&path, b"x").unwrap();
         assert_eq!(listing(&dir.path().join("nested")), ["out.onnx"]);
         assert!(write_new_model(Path::new("/"), b"x").is_err());
+    }
+
+    #[test]
+    fn versions_are_positive_integer_directories_with_or_without_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["3", "1", "0", "x", ".7", "12"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        std::fs::write(dir.path().join("9"), b"a file, not a version").unwrap();
+        std::fs::write(version_model_path(dir.path(), 3), b"model").unwrap();
+        assert_eq!(version_dirs(dir.path()).unwrap(), [1, 3, 12]);
+        assert_eq!(next_version(dir.path()), 13);
+        assert_eq!(next_version(&dir.path().join("absent")), 1);
     }
 }

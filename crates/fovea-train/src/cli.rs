@@ -418,7 +418,7 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     };
     let version = match args.version {
         Some(v) => v,
-        None => next_version(&args.repo.join(&args.name)),
+        None => fovea_engine::next_version(&args.repo.join(&args.name)),
     };
     let description = format!(
         "{} ({} classes, {}×{} input{}), exported by fovea-train from {}",
@@ -445,17 +445,4 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
         entry.model_dir.display()
     );
     Ok(())
-}
-
-/// One above the highest numeric version directory under `model_dir` (1 when none).
-fn next_version(model_dir: &Path) -> u64 {
-    fs::read_dir(model_dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-        + 1
 }

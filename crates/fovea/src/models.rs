@@ -1,79 +1,64 @@
 //! `fovea models list`: what a repository holds and whether each config is
 //! valid, read from disk without loading any model.
 
-use std::path::Path;
-
-use anyhow::{Context, bail};
-use fovea_core::{Labels, ModelConfig, PreprocessConfig, Resize};
+use anyhow::bail;
+use fovea_core::{PreprocessConfig, Resize};
+use fovea_engine::ScannedModel;
 
 /// Prints one block per model; fails (exit 1) when any model is invalid, so
-/// the command doubles as a repository check in CI.
+/// the command doubles as a repository check in CI. The repository is read by
+/// the engine's own scan, so this reports exactly what `fovea serve` would
+/// try to serve.
 pub fn list(args: &crate::cli::RepositoryArgs) -> anyhow::Result<()> {
     let root = &args.models;
-    let mut dirs: Vec<_> = std::fs::read_dir(root)
-        .with_context(|| format!("cannot read model repository {}", root.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    if dirs.is_empty() {
+    let scan = fovea_engine::scan_repository(root).map_err(anyhow::Error::msg)?;
+    if scan.models.is_empty() {
         println!("{}: no models", root.display());
         return Ok(());
     }
     let mut invalid = 0;
-    for dir in &dirs {
-        match describe(dir) {
+    for model in &scan.models {
+        match describe(model) {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 invalid += 1;
-                let name = dir.file_name().unwrap_or_default().to_string_lossy();
-                println!("{name}\n  INVALID: {e:#}");
+                println!("{}\n  INVALID: {e:#}", model.name);
             }
         }
     }
     if invalid > 0 {
-        bail!("{invalid} of {} models are invalid", dirs.len());
+        bail!("{invalid} of {} models are invalid", scan.models.len());
     }
     Ok(())
 }
 
-fn describe(dir: &Path) -> anyhow::Result<String> {
-    let config = ModelConfig::load(&dir.join("config.toml"))?;
-    let dir_name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let name = config.name.clone().unwrap_or_else(|| dir_name.into_owned());
-    let versions = fovea_engine::model_versions(dir)?;
+fn describe(model: &ScannedModel) -> anyhow::Result<String> {
+    let entry = model.entry.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let versions = &model.version_dirs;
     if versions.is_empty() {
         bail!(
-            "no version directory with a model.onnx (expected {}/1/model.onnx)",
-            dir.display()
+            "no version directory (expected {}/1/model.onnx)",
+            model.dir.display()
         );
     }
-    let served = config.version_policy.select(&versions);
+    let served: Vec<u64> = entry.versions.iter().map(|v| v.version).collect();
     if served.is_empty() {
         bail!(
             "version_policy {:?} selects none of {versions:?}",
-            config.version_policy
+            entry.config.version_policy
         );
     }
+    if let Some(missing) = entry.versions.iter().find_map(|v| v.missing.as_ref()) {
+        bail!("version to serve has no model: {missing}");
+    }
+    let config = &entry.config;
     let labels = match &config.output.labels {
-        Some(file) => {
-            let labels = Labels::load(&dir.join(file))?;
-            if let Some(classes) = config.output.classes
-                && classes != labels.len()
-            {
-                bail!(
-                    "output.classes is {classes} but {} has {} labels",
-                    file.display(),
-                    labels.len()
-                );
-            }
-            format!("{} ({})", labels.len(), file.display())
-        }
+        Some(file) => format!("{} ({})", entry.labels.len(), file.display()),
         None => "none (indices)".to_string(),
     };
     Ok(format!(
-        "{name}\n  versions: {versions:?}, serving {served:?}\n  input: {} {:?} {}\n  preprocess: {}\n  labels: {labels}\n  batching: max {} per batch, {} µs delay, queue {}\n  config: valid",
+        "{}\n  versions: {versions:?}, serving {served:?}\n  input: {} {:?} {}\n  preprocess: {}\n  labels: {labels}\n  batching: max {} per batch, {} µs delay, queue {}\n  config: valid",
+        model.name,
         config.input.name,
         config.input.shape,
         config.input.dtype,

@@ -204,11 +204,12 @@ fn job(args: &QuantizeArgs) -> anyhow::Result<Job> {
     let dir = args.models.join(name);
     let config = ModelConfig::load(&dir.join("config.toml"))
         .with_context(|| format!("`{name}` is not a valid model of {}", args.models.display()))?;
-    let versions = fovea_engine::model_versions(&dir)
+    let versions = fovea_engine::version_dirs(&dir)
         .with_context(|| format!("cannot read {}", dir.display()))?;
     let Some(&latest) = versions.last() else {
         bail!(
-            "{} has no version directory with a model.onnx",
+            "{} has no version directory (expected {}/1/model.onnx)",
+            dir.display(),
             dir.display()
         );
     };
