@@ -3,6 +3,7 @@
 //! faults. No I/O beyond reading a config or label file, no heavy dependencies.
 
 pub mod config;
+pub mod defaults;
 pub mod error;
 pub mod labels;
 pub mod tensor;

@@ -6,7 +6,9 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fovea_core::{ErrorKind, FoveaError};
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// The HTTP status for each kind of failure; the only place this mapping lives.
@@ -68,6 +70,12 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+impl From<fovea_pipeline::PipelineError> for ApiError {
+    fn from(error: fovea_pipeline::PipelineError) -> Self {
+        Self::from_fovea(&error)
+    }
+}
+
 impl FoveaError for ApiError {
     fn kind(&self) -> ErrorKind {
         self.kind
@@ -78,20 +86,26 @@ impl FoveaError for ApiError {
 }
 
 /// The simple API's (and the operational endpoints') error body.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"error": {"code": "model_not_found", "message": "model `x` not found"}}))]
 pub struct ErrorBody<'a> {
     /// What went wrong.
+    #[serde(borrow)]
     pub error: ErrorDetail<'a>,
 }
 
-/// The `error` of an [`ErrorBody`].
-#[derive(Serialize, ToSchema)]
+/// The `error` of an [`ErrorBody`]. Borrowed when answering; owned when a
+/// client (`fovea predict`) reads an escaped message back.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail<'a> {
     /// Stable snake_case code for clients to branch on (README, "Error codes").
-    pub code: &'a str,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub code: Cow<'a, str>,
     /// Human-readable explanation.
-    pub message: &'a str,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub message: Cow<'a, str>,
 }
 
 /// The TF Serving and KServe REST error body: the message alone, as both
@@ -205,7 +219,10 @@ impl From<ApiError> for tonic::Status {
 /// few answers no [`ErrorKind`] describes (405).
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = ErrorBody {
-        error: ErrorDetail { code, message },
+        error: ErrorDetail {
+            code: code.into(),
+            message: message.into(),
+        },
     };
     (status, Json(body)).into_response()
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fovea_core::{ErrorKind, FoveaError};
+use fovea_core::{ErrorKind, FoveaError, defaults};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{StatusCode, Url, header};
 
@@ -40,10 +40,10 @@ impl Default for UrlFetchConfig {
         Self {
             enabled: false,
             allow_private: false,
-            connect_timeout: Duration::from_secs(3),
-            timeout: Duration::from_secs(10),
-            max_bytes: 20 * 1024 * 1024,
-            max_redirects: 3,
+            connect_timeout: Duration::from_millis(defaults::URL_CONNECT_TIMEOUT_MS),
+            timeout: Duration::from_millis(defaults::URL_TIMEOUT_MS),
+            max_bytes: defaults::URL_MAX_BYTES,
+            max_redirects: defaults::URL_MAX_REDIRECTS,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! KServe V2 (Open Inference Protocol, Triton's dialect): the REST endpoints
 //! under `/v2` including the binary tensor extension, and the translation both
 //! the REST and the gRPC front end share (model metadata, which outputs to
-//! return, Triton's classification extension) on top of [`engine_path`].
+//! return, Triton's classification extension) on top of the pipeline ([`fovea_pipeline`]).
 
 use std::time::Instant;
 
@@ -9,9 +9,10 @@ use axum::Json;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use fovea_engine::{Engine, ModelHandle, ModelState};
+use fovea_pipeline::{Pipeline, Timings};
 use fovea_proto::binary::{self, HEADER_LENGTH_HEADER, RestOutput};
 use fovea_proto::inference::ModelMetadataResponse;
 use fovea_proto::inference::model_metadata_response::TensorMetadata;
@@ -20,10 +21,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::engine_path;
 use crate::error::{ApiError, ProtocolError, ProtocolErrorBody};
 use crate::openapi::Binary;
 use crate::state::AppState;
+use crate::tensor_input;
+use crate::timing::timed;
 
 /// Server name reported by server metadata.
 pub const SERVER_NAME: &str = "fovea";
@@ -55,7 +57,7 @@ pub fn parse_version(version: &str) -> Result<Option<u64>, ApiError> {
 
 /// The model at a KServe (name, version string).
 pub fn model(state: &AppState, name: &str, version: &str) -> Result<ModelHandle, ApiError> {
-    engine_path::lookup(state, name, parse_version(version)?)
+    Ok(state.pipeline().model(name, parse_version(version)?)?)
 }
 
 /// Model metadata: the served versions, and input/output tensors with a
@@ -104,7 +106,7 @@ pub async fn infer(
     inputs: Vec<(String, TensorValue)>,
     requested: &[RequestedOutput],
     arrival: Instant,
-) -> Result<Vec<(String, TensorValue)>, ApiError> {
+) -> Result<(Vec<(String, TensorValue)>, Timings), ApiError> {
     let output_name = &model.config().output.name;
     if let Some(unknown) = requested.iter().find(|o| &o.name != output_name) {
         return Err(ApiError::invalid(
@@ -116,13 +118,19 @@ pub async fn infer(
             ),
         ));
     }
-    let input = engine_path::single_input(model, inputs)?;
-    let deadline = engine_path::deadline(model, arrival);
-    let scores = engine_path::run(state, model, input, deadline).await?;
+    let input = tensor_input::single_input(model, inputs)?;
+    let inference = state
+        .pipeline()
+        .infer(model, input, Pipeline::deadline(model, arrival))
+        .await?;
+    let scores = inference.concat()?;
     if requested.is_empty() {
-        return Ok(vec![(output_name.clone(), TensorValue::F32(scores))]);
+        return Ok((
+            vec![(output_name.clone(), TensorValue::F32(scores))],
+            inference.timings,
+        ));
     }
-    Ok(requested
+    let outputs = requested
         .iter()
         .map(|o| {
             let value = match o.classes {
@@ -131,7 +139,8 @@ pub async fn infer(
             };
             (o.name.clone(), value)
         })
-        .collect())
+        .collect();
+    Ok((outputs, inference.timings))
 }
 
 /// `/v2/models/{name}[/versions/{version}]...` path parameters.
@@ -543,7 +552,7 @@ pub async fn model_infer(
         ),
     };
     let request = binary::parse_infer_request(&body, header_length)?;
-    let max = engine_path::max_elements(&state);
+    let max = state.pipeline().max_elements();
     let inputs = request
         .inputs
         .iter()
@@ -559,7 +568,7 @@ pub async fn model_infer(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let values = infer(&state, &model, inputs, &requested, arrival).await?;
+    let (values, timings) = infer(&state, &model, inputs, &requested, arrival).await?;
     let outputs: Vec<RestOutput> = values
         .into_iter()
         .map(|(name, value)| RestOutput {
@@ -574,7 +583,7 @@ pub async fn model_infer(
         request.id.as_deref(),
         &outputs,
     );
-    let mut response = encoded.body.into_response();
+    let mut response = timed(encoded.body, timings);
     let headers = response.headers_mut();
     match encoded.header_length {
         Some(length) => {

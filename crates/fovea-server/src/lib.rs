@@ -2,7 +2,6 @@
 //! through (request id, tracing, metrics, panic catching, body limit), and
 //! serving with graceful shutdown. Handlers translate protocol ↔ engine only.
 
-pub mod engine_path;
 pub mod error;
 pub mod error_codes;
 pub mod fetch;
@@ -16,7 +15,9 @@ pub mod predict;
 mod state;
 pub mod stream;
 pub mod telemetry;
+pub mod tensor_input;
 pub mod tfserving;
+pub mod timing;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
+use fovea_core::defaults;
 use fovea_engine::Engine;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
@@ -41,29 +43,7 @@ pub use grpc::{serve_grpc, serve_grpc_on};
 pub use state::AppState;
 pub use stream::StreamLimits;
 
-/// Limits applied to every request before any expensive work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestLimits {
-    /// Largest request body (and largest encoded image) in bytes.
-    pub max_body_bytes: usize,
-    /// Largest image, in pixels, read from its header before decoding.
-    pub max_pixels: u64,
-    /// Most images in one batch request.
-    pub max_images_per_request: usize,
-    /// Classes returned when the request names no `top_k`.
-    pub default_top_k: usize,
-}
-
-impl Default for RequestLimits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 20 * 1024 * 1024,
-            max_pixels: 40_000_000,
-            max_images_per_request: 64,
-            default_top_k: 5,
-        }
-    }
-}
+pub use fovea_pipeline::RequestLimits;
 
 /// Everything `serve` needs besides the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,10 +75,10 @@ pub fn decode_threads_for(threads: usize) -> usize {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_addr: SocketAddr::from((defaults::LISTEN_IP, defaults::HTTP_PORT)),
             limits: RequestLimits::default(),
             url_fetch: UrlFetchConfig::default(),
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
             decode_threads: decode_threads_for(fovea_core::available_cores()),
             streams: StreamLimits::default(),
         }
@@ -177,6 +157,7 @@ pub fn router(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::from_fn(telemetry::record))
+                .layer(axum::middleware::from_fn(timing::render))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::from_fn_with_state(
                     body_limit,

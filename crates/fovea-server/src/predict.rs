@@ -7,20 +7,20 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use axum::response::Response;
 use fovea_core::ErrorKind;
-use fovea_engine::{Admission, ModelHandle, Prediction, classify};
-use serde::Serialize;
+use fovea_engine::Prediction;
+use fovea_pipeline::{ImageInput, Item, Pipeline, SourceError};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::engine_path;
 use crate::error::{ApiError, ErrorBody};
 use crate::input::{self, ImageSource, PredictOptions};
 use crate::state::AppState;
+use crate::timing::timed;
 
 /// One image's answer.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "class": "cat", "score": 0.93,
     "predictions": [{"label": "cat", "index": 3, "score": 0.93}, {"label": "dog", "index": 5, "score": 0.04}],
@@ -57,7 +57,7 @@ pub struct PredictionJson {
 }
 
 /// The answer: one object for one image, a list (in request order) for several.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PredictAnswer {
     /// One image was sent.
@@ -156,55 +156,40 @@ pub async fn predict(
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     let Query(query) = query?;
-    state.ready_engine()?;
-    let limits = state.limits();
-    let parsed = input::parse(request, query, limits.max_images_per_request).await?;
+    let pipeline = state.pipeline();
+    pipeline.ready_engine()?;
+    let parsed = input::parse(request, query, pipeline.limits().max_images_per_request).await?;
     let options = &parsed.options;
-    let model = engine_path::image_model(&state, options.model.as_deref(), options.version)?;
-    let top_k = engine_path::top_k(&state, &model, options.top_k)?;
-    let deadline = engine_path::deadline(&model, arrival);
-
-    let admissions = engine_path::admit_each(&model, parsed.images.len(), deadline)?;
-    let several = parsed.images.len() > 1;
-    // Each image enters the model's batcher on its own, so a request's
-    // images batch with each other and with other requests' images alike.
-    let answers =
-        futures_util::future::join_all(parsed.images.into_iter().zip(admissions).enumerate().map(
-            |(index, (source, admission))| {
-                let (state, model) = (&state, &model);
-                async move {
-                    let logits = run_one(state, model, admission, source)
-                        .await
-                        .map_err(|e| {
-                            if several {
-                                engine_path::numbered(index, e)
-                            } else {
-                                e
-                            }
-                        })?;
-                    Ok::<_, ApiError>(classify(&logits, model.labels(), top_k))
-                }
-            },
-        ))
-        .await;
+    let model = pipeline.image_model(options.model.as_deref(), options.version)?;
+    let top_k = pipeline.top_k(&model, options.top_k)?;
+    let items = parsed
+        .images
+        .into_iter()
+        .map(|source| Item::Image(image_input(&state, source)))
+        .collect();
+    let classified = pipeline
+        .classify(&model, items, top_k, Pipeline::deadline(&model, arrival))
+        .await?;
 
     let latency_ms = arrival.elapsed().as_secs_f64() * 1000.0;
-    let mut responses = Vec::with_capacity(answers.len());
-    for answer in answers {
-        let predictions = answer?;
-        let (class, score) = predictions
-            .first()
-            .map(|p| (p.label.clone(), p.score))
-            .unwrap_or_default();
-        responses.push(PredictResponse {
-            class,
-            score,
-            predictions,
-            model: model.name().to_string(),
-            version: model.version(),
-            latency_ms,
-        });
-    }
+    let mut responses: Vec<PredictResponse> = classified
+        .items
+        .into_iter()
+        .map(|predictions| {
+            let (class, score) = predictions
+                .first()
+                .map(|p| (p.label.clone(), p.score))
+                .unwrap_or_default();
+            PredictResponse {
+                class,
+                score,
+                predictions,
+                model: model.name().to_string(),
+                version: model.version(),
+                latency_ms,
+            }
+        })
+        .collect();
     let answer = if parsed.batch {
         PredictAnswer::Batch(responses)
     } else {
@@ -216,32 +201,24 @@ pub async fn predict(
             )
         })?)
     };
-    Ok(Json(answer).into_response())
+    Ok(timed(Json(answer), classified.timings))
 }
 
-/// Fetches (if a URL), preprocesses and infers one admitted image; returns its logits.
-async fn run_one(
-    state: &AppState,
-    model: &ModelHandle,
-    admission: Admission,
-    source: ImageSource,
-) -> Result<Vec<f32>, ApiError> {
-    let bytes: Bytes = match source {
-        ImageSource::Bytes(bytes) => bytes,
-        ImageSource::Url(url) => state
-            .fetcher()
-            .fetch(&url)
-            .await
-            .map_err(|e| ApiError::from_fovea(&e))?,
-    };
-    let output = engine_path::image(state, model, admission, bytes).await?;
-    output.item(0).map(<[f32]>::to_vec).ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::Internal,
-            "empty_output",
-            format!("model `{}` returned no output for the image", model.name()),
-        )
-    })
+/// An image of the request as the pipeline takes it: a URL is fetched only
+/// once the request has been admitted.
+fn image_input(state: &AppState, source: ImageSource) -> ImageInput {
+    match source {
+        ImageSource::Bytes(bytes) => ImageInput::Bytes(bytes),
+        ImageSource::Url(url) => {
+            let fetcher = state.fetcher().clone();
+            ImageInput::Deferred(Box::pin(async move {
+                fetcher
+                    .fetch(&url)
+                    .await
+                    .map_err(|e| Box::new(e) as SourceError)
+            }))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,17 @@
-//! What every handler shares: the engine (set once it has loaded, so the
-//! server can answer health checks while models load), the request limits,
-//! the URL fetcher and the metrics handle.
+//! What every handler shares: the inference pipeline (whose engine is set
+//! once it has loaded, so the server can answer health checks while models
+//! load), the URL fetcher, the stream slots and the metrics handle.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use fovea_engine::Engine;
+use fovea_pipeline::Pipeline;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ServerError};
 use crate::fetch::UrlFetcher;
 use crate::stream::{StreamLimits, StreamSlots};
 use crate::{RequestLimits, ServerConfig};
-use fovea_core::ErrorKind;
 
 /// Shared handler state; cheap to clone.
 #[derive(Clone)]
@@ -21,14 +20,9 @@ pub struct AppState {
 }
 
 struct Shared {
-    engine: OnceLock<Engine>,
-    limits: RequestLimits,
+    pipeline: Pipeline,
     fetcher: UrlFetcher,
     metrics: Option<PrometheusHandle>,
-    /// Bounds concurrent image decodes to the decode share of the thread
-    /// budget, so decoding never oversubscribes the cores inference uses and
-    /// admitted requests wait cheaply, still encoded.
-    decode_permits: Semaphore,
     stream_limits: StreamLimits,
     stream_slots: StreamSlots,
     /// Becomes true when the server begins shutting down, so that streams,
@@ -42,11 +36,9 @@ impl AppState {
     pub fn new(config: &ServerConfig) -> Result<Self, ServerError> {
         Ok(Self {
             inner: Arc::new(Shared {
-                engine: OnceLock::new(),
-                limits: config.limits.clone(),
+                pipeline: Pipeline::new(config.limits.clone(), config.decode_threads),
                 fetcher: UrlFetcher::new(config.url_fetch.clone())?,
                 metrics: None,
-                decode_permits: Semaphore::new(config.decode_threads.max(1)),
                 stream_limits: config.streams.clone(),
                 stream_slots: StreamSlots::new(config.streams.max_streams),
                 stopping: tokio::sync::watch::Sender::new(false),
@@ -71,28 +63,27 @@ impl AppState {
 
     /// Hands the loaded engine to the server; false if one was set already.
     pub fn set_engine(&self, engine: Engine) -> bool {
-        self.inner.engine.set(engine).is_ok()
+        self.inner.pipeline.set_engine(engine)
     }
 
     /// The engine, once set.
     pub fn engine(&self) -> Option<&Engine> {
-        self.inner.engine.get()
+        self.inner.pipeline.engine()
     }
 
     /// The engine, or the 503 a request gets while models are loading.
     pub(crate) fn ready_engine(&self) -> Result<&Engine, ApiError> {
-        self.engine().ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::Unavailable,
-                "not_ready",
-                "models are still loading",
-            )
-        })
+        Ok(self.inner.pipeline.ready_engine()?)
+    }
+
+    /// The inference path every protocol hands its requests to.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
     }
 
     /// The request limits in force.
     pub fn limits(&self) -> &RequestLimits {
-        &self.inner.limits
+        self.inner.pipeline.limits()
     }
 
     pub(crate) fn fetcher(&self) -> &UrlFetcher {
@@ -101,10 +92,6 @@ impl AppState {
 
     pub(crate) fn metrics(&self) -> Option<&PrometheusHandle> {
         self.inner.metrics.as_ref()
-    }
-
-    pub(crate) fn decode_permits(&self) -> &Semaphore {
-        &self.inner.decode_permits
     }
 
     /// The limits on streams.

@@ -27,14 +27,14 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::extract::{Query, State};
 use axum::response::Response;
 use bytes::Bytes;
-use fovea_core::ErrorKind;
-use fovea_engine::{ModelHandle, Prediction, classify};
+use fovea_core::defaults;
+use fovea_engine::{ModelHandle, Prediction};
+use fovea_pipeline::{ImageInput, Item, Pipeline};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::engine_path;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -56,11 +56,11 @@ pub struct StreamLimits {
 impl Default for StreamLimits {
     fn default() -> Self {
         Self {
-            max_streams: 64,
-            max_frame_bytes: 8 * 1024 * 1024,
-            idle_timeout: Duration::from_secs(30),
-            max_duration: Duration::from_secs(3600),
-            window: 8,
+            max_streams: defaults::MAX_STREAMS,
+            max_frame_bytes: defaults::MAX_FRAME_BYTES,
+            idle_timeout: Duration::from_secs(defaults::STREAM_IDLE_TIMEOUT_SECS),
+            max_duration: Duration::from_secs(defaults::MAX_STREAM_DURATION_SECS),
+            window: defaults::STREAM_WINDOW,
         }
     }
 }
@@ -163,8 +163,9 @@ impl Target {
     /// Checks the options against the loaded models: an unknown model or a
     /// bad `top_k` is refused before any frame is sent.
     fn resolve(state: &AppState, options: &StreamOptions) -> Result<Self, ApiError> {
-        let model = engine_path::image_model(state, options.model.as_deref(), options.version)?;
-        let top_k = engine_path::top_k(state, &model, options.top_k)?;
+        let pipeline = state.pipeline();
+        let model = pipeline.image_model(options.model.as_deref(), options.version)?;
+        let top_k = pipeline.top_k(&model, options.top_k)?;
         Ok(Self {
             model: model.name().to_string(),
             version: options.version,
@@ -176,7 +177,7 @@ impl Target {
     /// The model handle for a frame now: a version loaded since the stream
     /// started serves its next frames.
     fn model(&self, state: &AppState) -> Result<ModelHandle, ApiError> {
-        engine_path::lookup(state, &self.model, self.version)
+        Ok(state.pipeline().model(&self.model, self.version)?)
     }
 }
 
@@ -234,19 +235,13 @@ async fn classify_frame(
     frame: &Frame,
 ) -> Result<(ModelHandle, Vec<Prediction>), ApiError> {
     let model = target.model(state)?;
-    let deadline = engine_path::deadline(&model, frame.arrival);
-    let admission = model
-        .admit(1, deadline)
-        .map_err(|e| ApiError::from_fovea(&e))?;
-    let output = engine_path::image(state, &model, admission, frame.bytes.clone()).await?;
-    let logits = output.item(0).ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::Internal,
-            "empty_output",
-            format!("model `{}` returned no output for the frame", model.name()),
-        )
-    })?;
-    let predictions = classify(logits, model.labels(), target.top_k);
+    let deadline = Pipeline::deadline(&model, frame.arrival);
+    let image = Item::Image(ImageInput::Bytes(frame.bytes.clone()));
+    let mut classified = state
+        .pipeline()
+        .classify(&model, vec![image], target.top_k, deadline)
+        .await?;
+    let predictions = classified.items.pop().unwrap_or_default();
     Ok((model, predictions))
 }
 

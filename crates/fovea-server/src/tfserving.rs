@@ -1,7 +1,7 @@
 //! TF Serving: the REST API under `/v1/models` (status, metadata, :predict in
 //! row and columnar form, :classify) and the translation the REST and gRPC
 //! front ends share (version selection, status, signature, predict, classify)
-//! on top of [`engine_path`].
+//! on top of the pipeline ([`fovea_pipeline`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
 use fovea_core::{ErrorKind, Tensor};
-use fovea_engine::{Engine, ModelHandle, ModelState, ModelStatus, Prediction, classify};
+use fovea_engine::{Engine, ModelHandle, ModelState, ModelStatus, Prediction};
+use fovea_pipeline::{ImageInput, Item, Pipeline, Timings, require_images};
 use fovea_proto::tensorflow::serving::model_version_status::State as VersionState;
 use fovea_proto::tensorflow::serving::{SignatureDefMap, model_spec};
 use fovea_proto::tensorflow::{DataType, SignatureDef};
@@ -23,9 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::engine_path::{self, ModelInput};
 use crate::error::{ApiError, ProtocolError, ProtocolErrorBody};
 use crate::state::AppState;
+use crate::tensor_input;
+use crate::timing::timed;
 
 /// `method_name` of the predict signature.
 pub const PREDICT_METHOD: &str = "tensorflow/serving/predict";
@@ -48,7 +50,7 @@ pub fn model(
             )
         })?),
     };
-    engine_path::lookup(state, name, number)
+    Ok(state.pipeline().model(name, number)?)
 }
 
 /// Refuses signatures other than `serving_default`, the only one fovea has.
@@ -247,9 +249,13 @@ pub async fn predict(
     model: &ModelHandle,
     inputs: Vec<(String, TensorValue)>,
     arrival: Instant,
-) -> Result<Tensor, ApiError> {
-    let input = engine_path::single_input(model, inputs)?;
-    engine_path::run(state, model, input, engine_path::deadline(model, arrival)).await
+) -> Result<(Tensor, Timings), ApiError> {
+    let input = tensor_input::single_input(model, inputs)?;
+    let inference = state
+        .pipeline()
+        .infer(model, input, Pipeline::deadline(model, arrival))
+        .await?;
+    Ok((inference.concat()?, inference.timings))
 }
 
 /// Runs a Classify: each example on its own (images and float lists may be
@@ -262,58 +268,32 @@ pub async fn classify_examples(
     model: &ModelHandle,
     examples: Vec<ExampleValue>,
     arrival: Instant,
-) -> Result<Vec<Vec<Prediction>>, ApiError> {
-    let deadline = engine_path::deadline(model, arrival);
-    let top_k = state.limits().default_top_k.min(model.num_classes());
+) -> Result<(Vec<Vec<Prediction>>, Timings), ApiError> {
+    let top_k = state.pipeline().top_k(model, None)?;
     let item_shape = &model.config().input.shape;
-    let inputs = examples
+    let items = examples
         .into_iter()
         .enumerate()
         .map(|(index, example)| match example {
             ExampleValue::Image(bytes) => {
-                engine_path::model_input(
-                    model,
-                    TensorValue::Bytes(BytesTensor {
-                        shape: vec![1],
-                        items: vec![bytes.clone()],
-                    }),
-                )?;
-                Ok(ModelInput::Images(vec![bytes]))
+                require_images(model)?;
+                Ok(Item::Image(ImageInput::Bytes(bytes)))
             }
             ExampleValue::Floats(values) => {
                 let shape = std::iter::once(1)
                     .chain(item_shape.iter().copied())
                     .collect();
-                Tensor::new(shape, values)
-                    .map(ModelInput::Tensor)
-                    .map_err(|e| {
-                        ApiError::invalid("shape_mismatch", format!("example {index}: {e}"))
-                    })
+                Tensor::new(shape, values).map(Item::Tensor).map_err(|e| {
+                    ApiError::invalid("shape_mismatch", format!("example {index}: {e}"))
+                })
             }
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let admissions = engine_path::admit_each(model, inputs.len(), deadline)?;
-    let answers =
-        futures_util::future::join_all(inputs.into_iter().zip(admissions).enumerate().map(
-            |(index, (input, admission))| async move {
-                let output = match input {
-                    ModelInput::Images(mut images) => {
-                        let bytes = images.pop().ok_or_else(|| {
-                            ApiError::invalid("no_image", "an example holds no image")
-                        })?;
-                        engine_path::image(state, model, admission, bytes).await
-                    }
-                    ModelInput::Tensor(tensor) => admission
-                        .infer(tensor)
-                        .await
-                        .map_err(|e| ApiError::from_fovea(&e)),
-                }
-                .map_err(|e| engine_path::numbered(index, e))?;
-                Ok::<_, ApiError>(classify(output.data(), model.labels(), top_k))
-            },
-        ))
-        .await;
-    answers.into_iter().collect()
+    let classified = state
+        .pipeline()
+        .classify(model, items, top_k, Pipeline::deadline(model, arrival))
+        .await?;
+    Ok((classified.items, classified.timings))
 }
 
 // ---- REST ------------------------------------------------------------------
@@ -615,15 +595,15 @@ pub async fn post(
     }
     if verb == "classify" {
         let examples = rest_examples(&body, &model.config().input.name)?;
-        let rows = classify_examples(&state, &model, examples, arrival).await?;
+        let (rows, timings) = classify_examples(&state, &model, examples, arrival).await?;
         let result = rows
             .into_iter()
             .map(|row| row.into_iter().map(|p| (p.label, p.score)).collect())
             .collect();
-        return Ok(Json(ClassifyResponseJson { result }).into_response());
+        return Ok(timed(Json(ClassifyResponseJson { result }), timings));
     }
     let input_name = model.config().input.name.clone();
-    let max = engine_path::max_elements(&state);
+    let max = state.pipeline().max_elements();
     let (value, columnar) = match (body.get("instances"), body.get("inputs")) {
         (Some(instances), None) => (row_input(instances, &input_name, max)?, false),
         (None, Some(inputs)) => (columnar_input(inputs, &input_name, max)?, true),
@@ -635,7 +615,7 @@ pub async fn post(
             .into());
         }
     };
-    let output = predict(&state, &model, vec![(input_name, value)], arrival).await?;
+    let (output, timings) = predict(&state, &model, vec![(input_name, value)], arrival).await?;
     let rows: Vec<Vec<f32>> = (0..output.batch_size())
         .filter_map(|i| output.item(i).map(<[f32]>::to_vec))
         .collect();
@@ -644,7 +624,7 @@ pub async fn post(
     } else {
         PredictResponseJson::Row { predictions: rows }
     };
-    Ok(Json(answer).into_response())
+    Ok(timed(Json(answer), timings))
 }
 
 /// `{"b64": "..."}` → its bytes; None when `v` is not such an object.

@@ -115,6 +115,7 @@ fn every_code_the_sources_use_is_in_the_table_and_no_other() {
         "fovea-core",
         "fovea-vision",
         "fovea-engine",
+        "fovea-pipeline",
         "fovea-proto",
         "fovea-server",
     ] {

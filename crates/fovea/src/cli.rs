@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use fovea_core::{Labels, PreprocessConfig};
+use fovea_core::{Labels, PreprocessConfig, defaults};
 use fovea_engine::BackendChoice;
 
 /// fovea: real-time image classification.
@@ -154,19 +154,19 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// HTTP listen address.
-    #[arg(long, env = "FOVEA_HTTP", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "FOVEA_HTTP", default_value_t = SocketAddr::from((defaults::LISTEN_IP, defaults::HTTP_PORT)))]
     pub http: SocketAddr,
     /// gRPC listen address (TF Serving and KServe V2 services), or `off`.
-    #[arg(long, env = "FOVEA_GRPC", default_value = "127.0.0.1:8500", value_parser = parse_grpc_addr)]
+    #[arg(long, env = "FOVEA_GRPC", default_value_t = GrpcAddr::At(SocketAddr::from((defaults::LISTEN_IP, defaults::GRPC_PORT))), value_parser = parse_grpc_addr)]
     pub grpc: GrpcAddr,
     /// Largest request body in bytes (also the largest encoded image).
-    #[arg(long, env = "FOVEA_MAX_BODY_BYTES", default_value_t = 20 * 1024 * 1024)]
+    #[arg(long, env = "FOVEA_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Largest image in pixels, checked from the header before decoding.
-    #[arg(long, env = "FOVEA_MAX_PIXELS", default_value_t = 40_000_000)]
+    #[arg(long, env = "FOVEA_MAX_PIXELS", default_value_t = defaults::MAX_PIXELS)]
     pub max_pixels: u64,
     /// Most images in one multipart batch request.
-    #[arg(long, env = "FOVEA_MAX_IMAGES_PER_REQUEST", default_value_t = 64)]
+    #[arg(long, env = "FOVEA_MAX_IMAGES_PER_REQUEST", default_value_t = defaults::MAX_IMAGES_PER_REQUEST)]
     pub max_images_per_request: usize,
     /// Accept {"url": ...} requests. Off by default: the server would fetch on the client's behalf.
     #[arg(long, env = "FOVEA_ALLOW_URL_FETCH")]
@@ -176,34 +176,34 @@ pub struct ServeArgs {
     #[arg(long, env = "FOVEA_ALLOW_PRIVATE_URLS")]
     pub allow_private_urls: bool,
     /// Total time for one URL fetch, redirects included.
-    #[arg(long, env = "FOVEA_URL_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "FOVEA_URL_TIMEOUT_MS", default_value_t = defaults::URL_TIMEOUT_MS)]
     pub url_timeout_ms: u64,
     /// Largest body a URL fetch may return.
-    #[arg(long, env = "FOVEA_URL_MAX_BYTES", default_value_t = 20 * 1024 * 1024)]
+    #[arg(long, env = "FOVEA_URL_MAX_BYTES", default_value_t = defaults::URL_MAX_BYTES)]
     pub url_max_bytes: usize,
     /// How long in-flight requests may run once SIGINT/SIGTERM arrives.
-    #[arg(long, env = "FOVEA_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "FOVEA_SHUTDOWN_TIMEOUT_SECS", default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
     /// Re-scan the repository for new, changed or removed versions every N seconds (0 = off).
-    #[arg(long, env = "FOVEA_POLL_INTERVAL_SECS", default_value_t = 0)]
+    #[arg(long, env = "FOVEA_POLL_INTERVAL_SECS", default_value_t = defaults::POLL_INTERVAL_SECS)]
     pub poll_interval_secs: u64,
     /// Images decoded and preprocessed at once (default: half of --threads, at least one).
     #[arg(long, env = "FOVEA_DECODE_THREADS", value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
     pub decode_threads: Option<usize>,
     /// Frame streams open at once (WebSocket /api/v1/stream and gRPC ModelStreamInfer together).
-    #[arg(long, env = "FOVEA_MAX_STREAMS", default_value_t = 64)]
+    #[arg(long, env = "FOVEA_MAX_STREAMS", default_value_t = defaults::MAX_STREAMS)]
     pub max_streams: usize,
     /// Largest frame of a stream in bytes (one encoded image, or one gRPC request).
-    #[arg(long, env = "FOVEA_MAX_FRAME_BYTES", default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, env = "FOVEA_MAX_FRAME_BYTES", default_value_t = defaults::MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
     /// A stream that receives nothing for this long is closed.
-    #[arg(long, env = "FOVEA_STREAM_IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "FOVEA_STREAM_IDLE_TIMEOUT_SECS", default_value_t = defaults::STREAM_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub stream_idle_timeout_secs: u64,
     /// A stream is closed after this long, however busy.
-    #[arg(long, env = "FOVEA_MAX_STREAM_DURATION_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "FOVEA_MAX_STREAM_DURATION_SECS", default_value_t = defaults::MAX_STREAM_DURATION_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_stream_duration_secs: u64,
     /// Frames of one stream in flight or waiting at once under the `all` policy (and gRPC streams).
-    #[arg(long, env = "FOVEA_STREAM_WINDOW", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    #[arg(long, env = "FOVEA_STREAM_WINDOW", default_value_t = defaults::STREAM_WINDOW, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub stream_window: usize,
 }
 
@@ -214,6 +214,15 @@ pub enum GrpcAddr {
     At(SocketAddr),
     /// No gRPC server.
     Off,
+}
+
+impl std::fmt::Display for GrpcAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrpcAddr::At(addr) => addr.fmt(f),
+            GrpcAddr::Off => f.write_str("off"),
+        }
+    }
 }
 
 fn parse_grpc_addr(text: &str) -> Result<GrpcAddr, String> {
@@ -255,7 +264,7 @@ pub struct PredictArgs {
     #[arg(long)]
     pub local: bool,
     /// Classes to print per image.
-    #[arg(long, env = "FOVEA_TOP_K", default_value_t = 5)]
+    #[arg(long, env = "FOVEA_TOP_K", default_value_t = defaults::TOP_K)]
     pub top_k: usize,
     /// Print the JSON answers instead of a table.
     #[arg(long)]

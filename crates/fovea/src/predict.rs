@@ -1,45 +1,18 @@
 //! `fovea predict`: classify image files through a running server (one
 //! multipart batch request) or in-process with `--local`.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use fovea_engine::{Engine, ModelHandle, classify};
-use fovea_vision::ImageLimits;
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
+use fovea_engine::{Engine, ModelHandle};
+use fovea_pipeline::{ImageInput, Item, Pipeline, RequestLimits};
+use fovea_server::error::ErrorBody;
+use fovea_server::predict::{PredictAnswer, PredictResponse as Answer};
 
 use crate::cli::PredictArgs;
 use crate::local;
-
-/// One image's answer, as the server sends it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Answer {
-    class: String,
-    score: f32,
-    predictions: Vec<Scored>,
-    model: String,
-    version: u64,
-    latency_ms: f64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Scored {
-    label: String,
-    index: usize,
-    score: f32,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
-}
 
 /// Runs `fovea predict`.
 pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
@@ -126,55 +99,58 @@ async fn predict_remote(args: &PredictArgs) -> anyhow::Result<Vec<Answer>> {
             ),
         }
     }
-    if args.images.len() == 1 {
-        Ok(vec![serde_json::from_slice(&body)?])
-    } else {
-        Ok(serde_json::from_slice(&body)?)
-    }
+    Ok(match serde_json::from_slice(&body)? {
+        PredictAnswer::One(answer) => vec![answer],
+        PredictAnswer::Batch(answers) => answers,
+    })
 }
 
+/// Runs the images through the same pipeline `fovea serve` uses, in this
+/// process, one request per image.
 async fn predict_local(args: &PredictArgs) -> anyhow::Result<Vec<Answer>> {
     let model_is_file = args.engine.model.as_ref().is_some_and(|p| p.is_file());
     let source = local::model_source(&args.engine, model_is_file)?;
     let engine = Engine::start(source, local::engine_options(&args.engine, 0)).await?;
     local::log_statuses(&engine);
-    let handle = match (&args.engine.model, model_is_file) {
-        (Some(name), false) => engine.model(&name.to_string_lossy(), None)?,
-        _ => engine
-            .default_model()
-            .context("no model could be loaded (see the log above)")?,
+    let pipeline = Pipeline::new(RequestLimits::default(), 1);
+    pipeline.set_engine(engine.clone());
+    let name = match (&args.engine.model, model_is_file) {
+        (Some(name), false) => Some(name.to_string_lossy().into_owned()),
+        _ => None,
     };
+    let model = pipeline
+        .image_model(name.as_deref(), None)
+        .context("no model could be loaded (see the log above)")?;
+    let top_k = pipeline.top_k(&model, Some(args.top_k))?;
     let mut answers = Vec::with_capacity(args.images.len());
     for path in &args.images {
-        answers.push(predict_one(&handle, path, args.top_k).await?);
+        answers.push(predict_one(&pipeline, &model, path, top_k).await?);
     }
     engine.shutdown().await;
     Ok(answers)
 }
 
-async fn predict_one(handle: &ModelHandle, path: &PathBuf, top_k: usize) -> anyhow::Result<Answer> {
+async fn predict_one(
+    pipeline: &Pipeline,
+    model: &ModelHandle,
+    path: &Path,
+    top_k: usize,
+) -> anyhow::Result<Answer> {
     let started = Instant::now();
     let bytes = tokio::fs::read(path)
         .await
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let spec = handle.config().preprocess.clone();
-    let tensor = tokio::task::spawn_blocking(move || {
-        fovea_vision::preprocess(&bytes, &spec, &ImageLimits::default())
-    })
-    .await?
-    .with_context(|| format!("cannot preprocess {}", path.display()))?;
-    let deadline = Instant::now() + Duration::from_millis(handle.config().batching.timeout_ms);
-    let output = handle.infer(tensor, deadline).await?;
-    let logits = output.item(0).context("the model returned no output")?;
-    let predictions: Vec<Scored> =
-        classify(logits, handle.labels(), top_k.min(handle.num_classes()))
-            .into_iter()
-            .map(|p| Scored {
-                label: p.label,
-                index: p.index,
-                score: p.score,
-            })
-            .collect();
+    let image = Item::Image(ImageInput::Bytes(Bytes::from(bytes)));
+    let mut classified = pipeline
+        .classify(
+            model,
+            vec![image],
+            top_k,
+            Pipeline::deadline(model, started),
+        )
+        .await
+        .with_context(|| format!("cannot classify {}", path.display()))?;
+    let predictions = classified.items.pop().unwrap_or_default();
     let (class, score) = predictions
         .first()
         .map(|p| (p.label.clone(), p.score))
@@ -183,8 +159,8 @@ async fn predict_one(handle: &ModelHandle, path: &PathBuf, top_k: usize) -> anyh
         class,
         score,
         predictions,
-        model: handle.name().to_string(),
-        version: handle.version(),
+        model: model.name().to_string(),
+        version: model.version(),
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
 }

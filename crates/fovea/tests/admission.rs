@@ -159,7 +159,8 @@ async fn a_classify_larger_than_the_queue_is_refused_before_any_example_is_decod
     let server = TestServer::serve(state, Some(repo), config.shutdown_timeout).await;
     let before = preprocess_count_of(&server.scrape_metrics().await, "tiny-b");
 
-    // Three examples for a queue of two: all or none, so none is decoded.
+    // Three examples for a queue of two can never fit: 413, not a 503 that
+    // invites a retry, and none is decoded.
     let b64 = base64::engine::general_purpose::STANDARD.encode(large_jpeg(3));
     let examples: Vec<_> = (0..3)
         .map(|_| serde_json::json!({"image": {"b64": b64}}))
@@ -171,7 +172,7 @@ async fn a_classify_larger_than_the_queue_is_refused_before_any_example_is_decod
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 503, "{:?}", response.text().await);
+    assert_eq!(response.status(), 413, "{:?}", response.text().await);
     assert_eq!(
         preprocess_count_of(&server.scrape_metrics().await, "tiny-b"),
         before

@@ -489,3 +489,121 @@ async fn tf_rest_row_columnar_and_b64_predict_and_errors() {
         400,
     );
 }
+
+/// The stage names of a `Server-Timing` value, checking each duration is a
+/// non-negative number of milliseconds.
+fn timing_stages(value: &str) -> Vec<String> {
+    value
+        .split(", ")
+        .map(|entry| {
+            let (name, duration) = entry
+                .split_once(";dur=")
+                .unwrap_or_else(|| panic!("not `name;dur=ms`: {value:?}"));
+            let ms: f64 = duration.parse().unwrap_or_else(|_| panic!("{value:?}"));
+            assert!(ms >= 0.0, "{value:?}");
+            name.to_string()
+        })
+        .collect()
+}
+
+fn header_stages(reply: &Reply) -> Vec<String> {
+    let value = reply
+        .headers
+        .get("server-timing")
+        .unwrap_or_else(|| panic!("no Server-Timing on {:?}", reply.body))
+        .to_str()
+        .unwrap();
+    timing_stages(value)
+}
+
+fn metadata_stages(metadata: &tonic::metadata::MetadataMap) -> Vec<String> {
+    timing_stages(
+        metadata
+            .get("server-timing")
+            .expect("server-timing metadata")
+            .to_str()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_reports_the_stages_a_request_passed_through() {
+    let (server, grpc) = start().await;
+    let image_stages = ["decode_wait", "preprocess", "queue", "inference", "total"];
+    let tensor_stages = ["queue", "inference", "total"];
+
+    let simple = server.post_images("", &[png(1)]).await;
+    assert_eq!(simple.status.as_u16(), 200, "{:?}", simple.body);
+    assert_eq!(header_stages(&simple), image_stages);
+
+    let tensor = input_tensor(2);
+    let tf_rest = server
+        .client
+        .post(server.url("/v1/models/tiny:predict"))
+        .json(&json!({"instances": nested(&tensor)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header_stages(&Reply::read(tf_rest).await), tensor_stages);
+
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png(2));
+    let classify = server
+        .client
+        .post(server.url("/v1/models/tiny:classify"))
+        .json(&json!({"examples": [{"image": {"b64": b64}}]}))
+        .send()
+        .await
+        .unwrap();
+    let classify = Reply::read(classify).await;
+    assert_eq!(classify.status.as_u16(), 200, "{:?}", classify.body);
+    assert_eq!(header_stages(&classify), image_stages);
+
+    let kserve = server
+        .client
+        .post(server.url("/v2/models/tiny/infer"))
+        .json(&json!({"inputs": [{
+            "name": "input", "shape": tensor.shape(), "datatype": "FP32", "data": tensor.data()
+        }]}))
+        .send()
+        .await
+        .unwrap();
+    let kserve = Reply::read(kserve).await;
+    assert_eq!(kserve.status.as_u16(), 200, "{:?}", kserve.body);
+    assert_eq!(header_stages(&kserve), tensor_stages);
+
+    // Errors carry no timings: nothing ran.
+    let refused = server.post_images("?top_k=0", &[png(1)]).await;
+    refused.expect_error(400);
+    assert!(refused.headers.get("server-timing").is_none());
+
+    let mut tf_grpc = PredictionServiceClient::new(channel(grpc).await);
+    let answer = tf_grpc
+        .predict(predict_request(
+            "tiny",
+            tf::tensor_to_proto(&input_tensor(1)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(metadata_stages(answer.metadata()), tensor_stages);
+
+    let mut kserve_grpc = GrpcInferenceServiceClient::new(channel(grpc).await);
+    let image = png(4);
+    let answer = kserve_grpc
+        .model_infer(ModelInferRequest {
+            model_name: "tiny".into(),
+            inputs: vec![InferInputTensor {
+                name: "input".into(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                contents: Some(InferTensorContents {
+                    bytes_contents: vec![image.into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(metadata_stages(answer.metadata()), image_stages);
+}

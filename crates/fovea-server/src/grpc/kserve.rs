@@ -11,6 +11,7 @@ use futures_util::{Stream, StreamExt};
 use prost::Message as _;
 use tokio::sync::mpsc;
 
+use fovea_pipeline::Timings;
 use fovea_proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use fovea_proto::inference::{
     ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse,
@@ -21,11 +22,11 @@ use fovea_proto::inference::{
 use fovea_proto::kserve as proto;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine_path;
 use crate::error::ApiError;
 use crate::kserve::{self, RequestedOutput};
 use crate::state::AppState;
 use crate::stream;
+use crate::timing::grpc_timed;
 
 /// `inference.GRPCInferenceService`.
 #[derive(Clone)]
@@ -39,14 +40,15 @@ impl KServe {
         Self { state }
     }
 
-    /// `ModelInfer`'s work for one request, arriving at `arrival`.
+    /// `ModelInfer`'s work for one request, arriving at `arrival`; also
+    /// where its time went.
     async fn infer_one(
         &self,
         request: ModelInferRequest,
         arrival: Instant,
-    ) -> Result<ModelInferResponse, Status> {
+    ) -> Result<(ModelInferResponse, Timings), Status> {
         let model = kserve::model(&self.state, &request.model_name, &request.model_version)?;
-        let inputs = proto::infer_inputs(&request, engine_path::max_elements(&self.state))
+        let inputs = proto::infer_inputs(&request, self.state.pipeline().max_elements())
             .map_err(ApiError::from)?;
         let requested = request
             .outputs
@@ -59,14 +61,16 @@ impl KServe {
             })
             .collect::<Result<Vec<_>, fovea_proto::ProtoError>>()
             .map_err(ApiError::from)?;
-        let outputs = kserve::infer(&self.state, &model, inputs, &requested, arrival).await?;
-        Ok(proto::infer_response(
+        let (outputs, timings) =
+            kserve::infer(&self.state, &model, inputs, &requested, arrival).await?;
+        let response = proto::infer_response(
             model.name(),
             &model.version().to_string(),
             &request.id,
             &outputs,
             proto::uses_raw_inputs(&request),
-        ))
+        );
+        Ok((response, timings))
     }
 
     /// One stream's loop: up to `window` requests in flight, answered in
@@ -124,7 +128,7 @@ impl KServe {
                                 let answer = service.infer_one(request, Instant::now()).await;
                                 stream::count_frame("grpc", if answer.is_ok() { "answered" } else { "failed" });
                                 match answer {
-                                    Ok(response) => ModelStreamInferResponse {
+                                    Ok((response, _timings)) => ModelStreamInferResponse {
                                         error_message: String::new(),
                                         infer_response: Some(response),
                                     },
@@ -212,9 +216,8 @@ impl GrpcInferenceService for KServe {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let arrival = Instant::now();
-        Ok(Response::new(
-            self.infer_one(request.into_inner(), arrival).await?,
-        ))
+        let (response, timings) = self.infer_one(request.into_inner(), arrival).await?;
+        Ok(grpc_timed(response, &timings, arrival))
     }
 
     type ModelStreamInferStream = ModelStreamInferStream;

@@ -17,10 +17,10 @@ use fovea_proto::tensorflow::serving::{
 use fovea_proto::tf;
 use tonic::{Request, Response, Status};
 
-use crate::engine_path;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tfserving;
+use crate::timing::grpc_timed;
 
 /// `tensorflow.serving.PredictionService`.
 #[derive(Clone)]
@@ -60,15 +60,17 @@ impl PredictionService for TfPredictionService {
         let input = request.input.unwrap_or_default();
         let keys = ["image", model.config().input.name.as_str(), "inputs"];
         let examples = tf::example_values(&input, &keys).map_err(ApiError::from)?;
-        let rows = tfserving::classify_examples(&self.state, &model, examples, arrival).await?;
+        let (rows, timings) =
+            tfserving::classify_examples(&self.state, &model, examples, arrival).await?;
         let result = tf::classification_result(
             rows.into_iter()
                 .map(|row| row.into_iter().map(|p| (p.label, p.score))),
         );
-        Ok(Response::new(ClassificationResponse {
+        let response = ClassificationResponse {
             model_spec: Some(tfserving::answered_spec(&model, &signature)),
             result: Some(result),
-        }))
+        };
+        Ok(grpc_timed(response, &timings, arrival))
     }
 
     async fn regress(
@@ -95,13 +97,14 @@ impl PredictionService for TfPredictionService {
             )
             .into());
         }
-        let max = engine_path::max_elements(&self.state);
+        let max = self.state.pipeline().max_elements();
         let inputs = tf::tensors_from_map(&request.inputs, max).map_err(ApiError::from)?;
-        let output = tfserving::predict(&self.state, &model, inputs, arrival).await?;
-        Ok(Response::new(PredictResponse {
+        let (output, timings) = tfserving::predict(&self.state, &model, inputs, arrival).await?;
+        let response = PredictResponse {
             model_spec: Some(tfserving::answered_spec(&model, &signature)),
             outputs: HashMap::from([(output_name.clone(), tf::tensor_to_proto(&output))]),
-        }))
+        };
+        Ok(grpc_timed(response, &timings, arrival))
     }
 
     async fn multi_inference(
