@@ -18,16 +18,20 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def require_shared(path: Path) -> None:
-    """Skips the test when `path` (reference data from ../shared) is absent,
-    saying why; fails it instead when FOVEA_REQUIRE_SHARED=1 (CI)."""
-    if path.exists():
-        return
-    reason = f"{path} absent (reference data from ../shared)"
+def skip_unless_required(reason: str) -> None:
+    """Skips the test, printing why; fails it instead when
+    FOVEA_REQUIRE_SHARED=1 (CI), where everything must run."""
     if os.environ.get("FOVEA_REQUIRE_SHARED") == "1":
         pytest.fail(f"FOVEA_REQUIRE_SHARED=1 but {reason}")
     print(f"skipping: {reason}")
     pytest.skip(reason)
+
+
+def require_shared(path: Path) -> None:
+    """Skips the test when `path` (reference data from ../shared) is absent,
+    saying why; fails it instead when FOVEA_REQUIRE_SHARED=1 (CI)."""
+    if not path.exists():
+        skip_unless_required(f"{path} absent (reference data from ../shared)")
 
 
 def fovea_binary() -> Path:

@@ -7,11 +7,9 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,12 @@ import numpy as np
 import pytest
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fovea_env import (  # noqa: E402
+    REPO_ROOT, fovea_binary, free_port, ort_environment, skip_unless_required, stop, wait_until,
+)
+
+__all__ = ["skip_unless_required"]
 SHARED = REPO_ROOT.parent / "shared"
 TINY_ONNX = REPO_ROOT / "crates" / "fovea-engine" / "tests" / "fixtures" / "tiny-cifar.onnx"
 RESNET_ONNX = SHARED / "models" / "resnet18-imagenet-random.onnx"
@@ -101,20 +104,6 @@ class Server:
     has_resnet: bool
 
 
-def skip_unless_required(reason: str) -> None:
-    """Skips the test, saying why; fails it instead when CI asks for
-    everything to run (FOVEA_REQUIRE_SHARED, as crates/fovea-testkit)."""
-    if os.environ.get("FOVEA_REQUIRE_SHARED"):
-        pytest.fail(f"{reason}, and FOVEA_REQUIRE_SHARED is set: this test must run here")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_model(repo: Path, name: str, config: str, onnx: Path, labels: "Path | list[str]", copy: bool) -> None:
     model_dir = repo / name
     (model_dir / "1").mkdir(parents=True)
@@ -134,12 +123,7 @@ def _write_model(repo: Path, name: str, config: str, onnx: Path, labels: "Path |
 
 @pytest.fixture(scope="session")
 def server():
-    binary = Path(os.environ.get("FOVEA_BIN", REPO_ROOT / "target" / "debug" / "fovea"))
-    if not binary.is_absolute():
-        binary = REPO_ROOT / binary
-    if not binary.exists():
-        pytest.fail(f"fovea binary not found at {binary}; build it (cargo build -p fovea) or set FOVEA_BIN")
-
+    binary = fovea_binary()
     tmp = Path(tempfile.mkdtemp(prefix="fovea-compat-"))
     repo = tmp / "models"
     repo.mkdir()
@@ -154,7 +138,7 @@ def server():
     else:
         print(f"note: {RESNET_ONNX} absent; serving only the tiny model", file=sys.stderr)
 
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     log_path = tmp / "fovea.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
@@ -167,23 +151,12 @@ def server():
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp,
+        env=ort_environment(),
     )
     base = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + float(os.environ.get("FOVEA_STARTUP_TIMEOUT", "180"))
-    ready = False
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                ready = True
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    if not ready:
-        proc.kill()
-        proc.wait()
+    startup = float(os.environ.get("FOVEA_STARTUP_TIMEOUT", "180"))
+    if not wait_until(lambda: requests.get(f"{base}/readyz", timeout=2).status_code == 200, startup, proc):
+        stop(proc, signal.SIGKILL)
         log.close()
         pytest.fail(f"fovea serve did not become ready (exit code {proc.returncode}); log:\n{log_path.read_text(errors='replace')[-4000:]}")
 
@@ -194,12 +167,7 @@ def server():
         has_resnet=has_resnet,
     )
 
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)
     log.close()
     shutil.rmtree(tmp, ignore_errors=True)
 
