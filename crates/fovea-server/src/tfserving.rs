@@ -30,25 +30,30 @@ use crate::state::AppState;
 /// `method_name` of the predict signature.
 pub const PREDICT_METHOD: &str = "tensorflow/serving/predict";
 
-/// The model a TF Serving request names. fovea has no version labels of its
-/// own: a label that is a version number selects that version.
-pub fn model(
-    state: &AppState,
-    name: &str,
-    version: &VersionRequest,
-) -> Result<ModelHandle, ApiError> {
-    let number = match version {
-        VersionRequest::Latest => None,
-        VersionRequest::Number(n) => Some(*n),
-        VersionRequest::Label(label) => Some(label.parse().map_err(|_| {
+/// The version number a TF Serving request names (None: the latest). fovea
+/// has no version labels of its own: a label that is a version number
+/// selects that version.
+pub fn version_number(name: &str, version: &VersionRequest) -> Result<Option<u64>, ApiError> {
+    match version {
+        VersionRequest::Latest => Ok(None),
+        VersionRequest::Number(n) => Ok(Some(*n)),
+        VersionRequest::Label(label) => label.parse().map(Some).map_err(|_| {
             ApiError::new(
                 ErrorKind::NotFound,
                 "version_label_not_found",
                 format!("model `{name}` has no version label `{label}`"),
             )
-        })?),
-    };
-    engine_path::lookup(state, name, number)
+        }),
+    }
+}
+
+/// The serving handle of the model a TF Serving request names.
+pub fn model(
+    state: &AppState,
+    name: &str,
+    version: &VersionRequest,
+) -> Result<ModelHandle, ApiError> {
+    engine_path::lookup(state, name, version_number(name, version)?)
 }
 
 /// Refuses signatures other than `serving_default`, the only one fovea has.
@@ -188,31 +193,42 @@ pub async fn list(State(state): State<AppState>) -> Json<TfModelList> {
     Json(TfModelList { models })
 }
 
-/// Every version of `name` (or only `version`), NOT_FOUND when there is none.
+/// Every version of `name` (or only `version`) in whatever state it is, from
+/// the engine's catalogue rather than a serving handle: a version that is
+/// loading or failed to load reports that state (as TF Serving does) instead
+/// of the 503 a request to it gets. NOT_FOUND when the model or the version
+/// is unknown.
 pub fn status(
     state: &AppState,
     name: &str,
     version: Option<u64>,
 ) -> Result<Vec<VersionStatus>, ApiError> {
     let engine = state.ready_engine()?;
-    let found: Vec<VersionStatus> = engine
+    let versions: Vec<ModelStatus> = engine
         .statuses()
         .into_iter()
-        .filter(|s| s.name == name && version.is_none_or(|v| v == s.version))
-        .map(VersionStatus::from)
+        .filter(|s| s.name == name)
         .collect();
-    if found.is_empty() {
-        let message = match version {
-            Some(v) => format!("model `{name}` has no version {v}"),
-            None => format!("model `{name}` not found"),
-        };
+    if versions.is_empty() {
         return Err(ApiError::new(
             ErrorKind::NotFound,
             "model_not_found",
-            message,
+            format!("model `{name}` not found"),
         ));
     }
-    Ok(found)
+    let found: Vec<VersionStatus> = versions
+        .into_iter()
+        .filter(|s| version.is_none_or(|v| v == s.version))
+        .map(VersionStatus::from)
+        .collect();
+    match version {
+        Some(v) if found.is_empty() => Err(ApiError::new(
+            ErrorKind::NotFound,
+            "version_not_found",
+            format!("model `{name}` has no version {v}"),
+        )),
+        _ => Ok(found),
+    }
 }
 
 /// The `serving_default` signature: the model's input and output, batch dimension variable.
@@ -385,10 +401,7 @@ pub async fn get(
         let model = model(&state, &target.name, &target.version)?;
         return Ok(Json(metadata_json(&model)).into_response());
     }
-    let version = match &target.version {
-        VersionRequest::Latest => None,
-        other => Some(model(&state, &target.name, other)?.version()),
-    };
+    let version = version_number(&target.name, &target.version)?;
     let statuses = status(&state, &target.name, version)?;
     let answer = ModelStatusJson {
         model_version_status: statuses.iter().map(VersionStatusJson::from).collect(),
@@ -769,7 +782,8 @@ tf_paths!(
     responses(
         (
             status = 200,
-            description = "The versions' states",
+            description = "The versions' states, whatever they are: a version still loading \
+            is `LOADING`, one that failed to load `END` with the reason in `status`",
             body = ModelStatusJson
         ),
         (
@@ -784,7 +798,7 @@ tf_paths!(
         ),
         (
             status = 503,
-            description = "Models are still loading, or the version is not available",
+            description = "Models are still loading (the engine has not started yet)",
             body = ProtocolErrorBody,
             headers(("Retry-After" = u32, description = "Seconds"))
         ),
