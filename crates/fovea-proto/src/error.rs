@@ -64,6 +64,31 @@ pub enum ProtoError {
     /// A structurally invalid request (e.g. raw contents not matching the inputs).
     #[error("{0}")]
     InvalidRequest(String),
+    /// A TF Serving REST body member of the wrong JSON type or missing.
+    #[error("{0}")]
+    MalformedRequest(String),
+    /// A TF Serving REST instance (or `inputs` object) naming another input.
+    #[error("an instance must name only the input `{expected}`; got keys {got:?}")]
+    UnknownInput { expected: String, got: Vec<String> },
+    /// Encoded images and numbers in one batch.
+    #[error("tensor '{name}': instances mix images with numbers")]
+    MixedInstances { name: String },
+    /// Nested lists whose items differ in shape (or depth).
+    #[error(
+        "tensor '{name}': instances are ragged: every item must have the first one's shape {shape:?}"
+    )]
+    Ragged { name: String, shape: Vec<usize> },
+    /// A `{"b64": ...}` value that is not a base64 string.
+    #[error("tensor '{name}': \"b64\" must hold a base64 string")]
+    InvalidBase64 { name: String },
+    /// A Classify example with none of the features fovea looks for.
+    #[error(
+        "example {index} has no input feature; expected one of {expected:?} or a single feature"
+    )]
+    MissingFeature { index: usize, expected: Vec<String> },
+    /// A Classify feature that is neither an encoded image nor numbers.
+    #[error("example {index}: feature `{key}` is neither {{\"b64\": ...}} nor numbers")]
+    InvalidFeature { index: usize, key: String },
 }
 
 impl FoveaError for ProtoError {
@@ -87,6 +112,13 @@ impl FoveaError for ProtoError {
             ProtoError::Truncated { .. } => "truncated_payload",
             ProtoError::MalformedJson(_) => "malformed_json",
             ProtoError::InvalidRequest(_) => "invalid_request",
+            ProtoError::MalformedRequest(_) => "malformed_request",
+            ProtoError::UnknownInput { .. } => "unknown_input",
+            ProtoError::MixedInstances { .. } => "mixed_instances",
+            ProtoError::Ragged { .. } => "ragged_instances",
+            ProtoError::InvalidBase64 { .. } => "invalid_base64",
+            ProtoError::MissingFeature { .. } => "missing_feature",
+            ProtoError::InvalidFeature { .. } => "invalid_feature",
         }
     }
 }

@@ -1,13 +1,15 @@
 //! Wire protocols fovea speaks besides its own API: the TF Serving and KServe V2
 //! (Triton) gRPC messages and services generated from `proto/`, and pure
-//! conversions between those messages (and the KServe REST binary extension)
-//! and fovea tensors. No networking here: fovea-server owns the endpoints.
-//! The ONNX model format is fovea-onnx's, not a wire protocol.
+//! conversions between those messages (and the KServe REST binary extension,
+//! and TF Serving's REST JSON) and fovea tensors. No networking here:
+//! fovea-server owns the endpoints. The ONNX model format is fovea-onnx's,
+//! not a wire protocol.
 
 pub mod binary;
 pub mod error;
 pub mod kserve;
 pub mod tf;
+pub mod tf_json;
 pub mod value;
 
 pub use error::ProtoError;

@@ -25,8 +25,9 @@ pub const DEFAULT_SIGNATURE: &str = "serving_default";
 /// two deliberate refusals where TensorFlow silently guesses.
 ///
 /// - Numeric dtypes (FLOAT, DOUBLE, HALF, BFLOAT16, INT8/16/32/64,
-///   UINT8/16/32/64) become f32; integers must be exactly representable and
-///   doubles within f32's range. STRING becomes a [`BytesTensor`].
+///   UINT8/16/32/64) become f32 by the rule REST JSON shares (see
+///   [`crate::value`]): integers must be exactly representable, doubles
+///   within f32's range. STRING becomes a [`BytesTensor`].
 /// - `tensor_content` (little-endian) must be exactly elements × size bytes.
 /// - Typed values (`float_val`, ...): fewer values than elements repeat the
 ///   last value (TensorFlow's documented rule, so one value fills a tensor);

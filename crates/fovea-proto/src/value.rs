@@ -1,6 +1,25 @@
 //! What a protocol tensor decodes to: numbers (a fovea Tensor) or a list of
 //! byte strings (encoded images), plus the shape and element decoding shared
 //! by the TF Serving and KServe paths.
+//!
+//! # Numbers become f32 by one rule
+//!
+//! fovea computes in f32. Every wire number reaches it through the same two
+//! conversions, so a value is accepted or refused alike whether it came as a
+//! `TensorProto` (gRPC) or as JSON (REST):
+//!
+//! - an **integer** (`int_val`, `int64_val`, integer `tensor_content`, a JSON
+//!   number written without fraction or exponent) must be exactly
+//!   representable in f32 ([`exact_f32`]): ids and counts are never silently
+//!   rounded, so 16777217 (2^24 + 1) is refused while 2^25 is accepted;
+//! - a **double** (`double_val`, DT_DOUBLE content, any other JSON number) is
+//!   rounded to the nearest f32, and refused only when it is finite and
+//!   outside f32's range ([`narrow_f64`]): a decimal such as 0.1 has no exact
+//!   binary form in f64 either, so rounding it loses nothing the client had,
+//!   whereas an overflow to infinity would replace the value entirely.
+//!
+//! TF Serving's REST API draws nearly the same line (its `IsLosslessDecimal`:
+//! integers up to 2^24 − 1, decimals within f32's range).
 
 use bytes::Bytes;
 use fovea_core::Tensor;
@@ -108,6 +127,26 @@ pub(crate) fn narrow_f64(name: &str, v: f64) -> Result<f32, ProtoError> {
     Ok(f)
 }
 
+/// A JSON number as f32 by the module's rule: an integer literal is an
+/// integer ([`exact_f32`]), any other number a double ([`narrow_f64`]).
+/// serde_json reads an integer literal beyond 64 bits as a double, so such a
+/// literal is rounded like one.
+pub(crate) fn json_f32(name: &str, n: &serde_json::Number) -> Result<f32, ProtoError> {
+    if let Some(i) = n.as_i64() {
+        exact_f32(name, i)
+    } else if let Some(u) = n.as_u64() {
+        exact_f32(name, u)
+    } else if let Some(f) = n.as_f64() {
+        narrow_f64(name, f)
+    } else {
+        // Only reachable with serde_json's arbitrary_precision feature.
+        Err(ProtoError::NotRepresentable {
+            name: name.to_string(),
+            value: n.to_string(),
+        })
+    }
+}
+
 /// Element types a raw little-endian buffer can hold, with their decoders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RawType {
@@ -195,14 +234,21 @@ pub(crate) fn f32_tensor(
     shape: Vec<usize>,
     data: Vec<f32>,
 ) -> Result<TensorValue, ProtoError> {
-    Tensor::new(shape, data)
-        .map(TensorValue::F32)
-        .map_err(|e| ProtoError::ElementCount {
-            name: name.to_string(),
-            shape: e.shape,
-            expected: e.expected,
-            actual: e.actual,
-        })
+    checked_tensor(name, shape, data).map(TensorValue::F32)
+}
+
+/// [`f32_tensor`] without the [`TensorValue`] wrapper.
+pub(crate) fn checked_tensor(
+    name: &str,
+    shape: Vec<usize>,
+    data: Vec<f32>,
+) -> Result<Tensor, ProtoError> {
+    Tensor::new(shape, data).map_err(|e| ProtoError::ElementCount {
+        name: name.to_string(),
+        shape: e.shape,
+        expected: e.expected,
+        actual: e.actual,
+    })
 }
 
 #[cfg(test)]
@@ -251,6 +297,35 @@ mod tests {
         assert!(narrow_f64("x", 1e300).is_err());
         assert!(narrow_f64("x", f64::NAN).unwrap().is_nan());
         assert_eq!(narrow_f64("x", 0.5).unwrap(), 0.5);
+    }
+
+    fn json(text: &str) -> serde_json::Number {
+        match serde_json::from_str(text).unwrap() {
+            serde_json::Value::Number(n) => n,
+            other => panic!("not a number: {other}"),
+        }
+    }
+
+    #[test]
+    fn json_integer_literals_follow_the_integer_rule() {
+        assert_eq!(json_f32("x", &json("16777216")).unwrap(), 16_777_216.0);
+        assert_eq!(json_f32("x", &json("33554432")).unwrap(), 33_554_432.0);
+        assert_eq!(json_f32("x", &json("-255")).unwrap(), -255.0);
+        let err = json_f32("x", &json("16777217")).unwrap_err();
+        assert!(matches!(err, ProtoError::NotRepresentable { .. }), "{err}");
+        assert!(json_f32("x", &json("18446744073709551615")).is_err());
+    }
+
+    #[test]
+    fn json_decimals_follow_the_double_rule() {
+        assert_eq!(json_f32("x", &json("0.1")).unwrap(), 0.1_f32);
+        assert_eq!(json_f32("x", &json("-2.5e3")).unwrap(), -2500.0);
+        // Written as a decimal, a value beyond 2^24 is a double: rounded.
+        assert_eq!(json_f32("x", &json("16777217.0")).unwrap(), 16_777_216.0);
+        let err = json_f32("x", &json("1e39")).unwrap_err();
+        assert!(matches!(err, ProtoError::NotRepresentable { .. }), "{err}");
+        assert!(json_f32("x", &json("-3.5e38")).is_err());
+        assert_eq!(json_f32("x", &json("1e-50")).unwrap(), 0.0);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! TF Serving: the REST API under `/v1/models` (status, metadata, :predict in
-//! row and columnar form, :classify) and the translation the REST and gRPC
-//! front ends share (version selection, status, signature, predict, classify)
-//! on top of the pipeline ([`fovea_pipeline`]).
+//! row and columnar form, :classify; their JSON becomes tensors in
+//! [`fovea_proto::tf_json`]) and the translation the REST and gRPC front ends
+//! share (version selection, status, signature, predict, classify) on top of
+//! the pipeline ([`fovea_pipeline`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -10,7 +11,6 @@ use axum::Json;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use bytes::Bytes;
 use fovea_core::{ErrorKind, Tensor};
 use fovea_engine::{Engine, ModelHandle, ModelState, ModelStatus, Prediction};
@@ -19,7 +19,7 @@ use fovea_proto::tensorflow::serving::model_version_status::State as VersionStat
 use fovea_proto::tensorflow::serving::{SignatureDefMap, model_spec};
 use fovea_proto::tensorflow::{DataType, SignatureDef};
 use fovea_proto::tf::{DEFAULT_SIGNATURE, ExampleValue, VersionRequest};
-use fovea_proto::{BytesTensor, TensorValue, tf};
+use fovea_proto::{TensorValue, tf, tf_json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -32,25 +32,32 @@ use crate::timing::timed;
 /// `method_name` of the predict signature.
 pub const PREDICT_METHOD: &str = "tensorflow/serving/predict";
 
-/// The model a TF Serving request names. fovea has no version labels of its
-/// own: a label that is a version number selects that version.
-pub fn model(
-    state: &AppState,
-    name: &str,
-    version: &VersionRequest,
-) -> Result<ModelHandle, ApiError> {
-    let number = match version {
-        VersionRequest::Latest => None,
-        VersionRequest::Number(n) => Some(*n),
-        VersionRequest::Label(label) => Some(label.parse().map_err(|_| {
+/// The version number a TF Serving request names (None: the latest). fovea
+/// has no version labels of its own: a label that is a version number
+/// selects that version.
+pub fn version_number(name: &str, version: &VersionRequest) -> Result<Option<u64>, ApiError> {
+    match version {
+        VersionRequest::Latest => Ok(None),
+        VersionRequest::Number(n) => Ok(Some(*n)),
+        VersionRequest::Label(label) => label.parse().map(Some).map_err(|_| {
             ApiError::new(
                 ErrorKind::NotFound,
                 "version_label_not_found",
                 format!("model `{name}` has no version label `{label}`"),
             )
-        })?),
-    };
-    Ok(state.pipeline().model(name, number)?)
+        }),
+    }
+}
+
+/// The serving handle of the model a TF Serving request names.
+pub fn model(
+    state: &AppState,
+    name: &str,
+    version: &VersionRequest,
+) -> Result<ModelHandle, ApiError> {
+    Ok(state
+        .pipeline()
+        .model(name, version_number(name, version)?)?)
 }
 
 /// Refuses signatures other than `serving_default`, the only one fovea has.
@@ -190,31 +197,42 @@ pub async fn list(State(state): State<AppState>) -> Json<TfModelList> {
     Json(TfModelList { models })
 }
 
-/// Every version of `name` (or only `version`), NOT_FOUND when there is none.
+/// Every version of `name` (or only `version`) in whatever state it is, from
+/// the engine's catalogue rather than a serving handle: a version that is
+/// loading or failed to load reports that state (as TF Serving does) instead
+/// of the 503 a request to it gets. NOT_FOUND when the model or the version
+/// is unknown.
 pub fn status(
     state: &AppState,
     name: &str,
     version: Option<u64>,
 ) -> Result<Vec<VersionStatus>, ApiError> {
     let engine = state.ready_engine()?;
-    let found: Vec<VersionStatus> = engine
+    let versions: Vec<ModelStatus> = engine
         .statuses()
         .into_iter()
-        .filter(|s| s.name == name && version.is_none_or(|v| v == s.version))
-        .map(VersionStatus::from)
+        .filter(|s| s.name == name)
         .collect();
-    if found.is_empty() {
-        let message = match version {
-            Some(v) => format!("model `{name}` has no version {v}"),
-            None => format!("model `{name}` not found"),
-        };
+    if versions.is_empty() {
         return Err(ApiError::new(
             ErrorKind::NotFound,
             "model_not_found",
-            message,
+            format!("model `{name}` not found"),
         ));
     }
-    Ok(found)
+    let found: Vec<VersionStatus> = versions
+        .into_iter()
+        .filter(|s| version.is_none_or(|v| v == s.version))
+        .map(VersionStatus::from)
+        .collect();
+    match version {
+        Some(v) if found.is_empty() => Err(ApiError::new(
+            ErrorKind::NotFound,
+            "version_not_found",
+            format!("model `{name}` has no version {v}"),
+        )),
+        _ => Ok(found),
+    }
 }
 
 /// The `serving_default` signature: the model's input and output, batch dimension variable.
@@ -365,10 +383,7 @@ pub async fn get(
         let model = model(&state, &target.name, &target.version)?;
         return Ok(Json(metadata_json(&model)).into_response());
     }
-    let version = match &target.version {
-        VersionRequest::Latest => None,
-        other => Some(model(&state, &target.name, other)?.version()),
-    };
+    let version = version_number(&target.name, &target.version)?;
     let statuses = status(&state, &target.name, version)?;
     let answer = ModelStatusJson {
         model_version_status: statuses.iter().map(VersionStatusJson::from).collect(),
@@ -594,7 +609,8 @@ pub async fn post(
         check_signature(signature.as_str().unwrap_or("\u{0}"))?;
     }
     if verb == "classify" {
-        let examples = rest_examples(&body, &model.config().input.name)?;
+        let max = state.pipeline().max_elements();
+        let examples = tf_json::examples(&body, &model.config().input.name, max)?;
         let (rows, timings) = classify_examples(&state, &model, examples, arrival).await?;
         let result = rows
             .into_iter()
@@ -605,8 +621,8 @@ pub async fn post(
     let input_name = model.config().input.name.clone();
     let max = state.pipeline().max_elements();
     let (value, columnar) = match (body.get("instances"), body.get("inputs")) {
-        (Some(instances), None) => (row_input(instances, &input_name, max)?, false),
-        (None, Some(inputs)) => (columnar_input(inputs, &input_name, max)?, true),
+        (Some(instances), None) => (tf_json::row_input(instances, &input_name, max)?, false),
+        (None, Some(inputs)) => (tf_json::columnar_input(inputs, &input_name, max)?, true),
         _ => {
             return Err(ApiError::invalid(
                 "malformed_request",
@@ -625,202 +641,6 @@ pub async fn post(
         PredictResponseJson::Row { predictions: rows }
     };
     Ok(timed(Json(answer), timings))
-}
-
-/// `{"b64": "..."}` → its bytes; None when `v` is not such an object.
-fn b64_value(v: &Value) -> Option<Result<Bytes, ApiError>> {
-    let object = v.as_object()?;
-    let text = object.get("b64").filter(|_| object.len() == 1)?;
-    Some(
-        text.as_str()
-            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
-            .map(Bytes::from)
-            .ok_or_else(|| {
-                ApiError::invalid("invalid_base64", "\"b64\" must hold a base64 string")
-            }),
-    )
-}
-
-/// An instance `{"<input>": value}` is that value; `{"b64": ...}` and plain values stay.
-fn unnamed<'a>(instance: &'a Value, input: &str) -> Result<&'a Value, ApiError> {
-    match instance.as_object() {
-        Some(object) if !(object.len() == 1 && object.contains_key("b64")) => {
-            match (object.get(input), object.len()) {
-                (Some(v), 1) => Ok(v),
-                _ => Err(ApiError::invalid(
-                    "unknown_input",
-                    format!(
-                        "an instance must name only the input `{input}`; got keys {:?}",
-                        object.keys().collect::<Vec<_>>()
-                    ),
-                )),
-            }
-        }
-        _ => Ok(instance),
-    }
-}
-
-/// Row format: a list of instances, each an encoded image or an item tensor.
-fn row_input(instances: &Value, input: &str, max: usize) -> Result<TensorValue, ApiError> {
-    let Value::Array(list) = instances else {
-        return Err(ApiError::invalid(
-            "malformed_request",
-            "\"instances\" must be a list",
-        ));
-    };
-    let items = list
-        .iter()
-        .map(|i| unnamed(i, input))
-        .collect::<Result<Vec<_>, _>>()?;
-    batch(&items, max)
-}
-
-/// Columnar format: the input's whole batch, bare or under the input's name.
-fn columnar_input(inputs: &Value, input: &str, max: usize) -> Result<TensorValue, ApiError> {
-    let value = unnamed(inputs, input)?;
-    match value {
-        Value::Array(list) => batch(&list.iter().collect::<Vec<_>>(), max),
-        single => batch(&[single], max),
-    }
-}
-
-/// Stacks items into one batch: all `{"b64"}` images, or all numeric arrays of one shape.
-fn batch(items: &[&Value], max: usize) -> Result<TensorValue, ApiError> {
-    if items.iter().any(|v| b64_value(v).is_some()) {
-        let images = items
-            .iter()
-            .map(|v| {
-                b64_value(v).unwrap_or_else(|| {
-                    Err(ApiError::invalid(
-                        "mixed_instances",
-                        "instances mix images with numbers",
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(TensorValue::Bytes(BytesTensor {
-            shape: vec![images.len()],
-            items: images,
-        }));
-    }
-    let item_shape = nested_shape(items.first().copied().unwrap_or(&Value::Null));
-    let mut shape = vec![items.len()];
-    shape.extend(&item_shape);
-    let total = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= max)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::TooLarge,
-                "tensor_too_large",
-                format!("a tensor of shape {shape:?} exceeds the limit of {max} elements"),
-            )
-        })?;
-    let mut data = Vec::with_capacity(total);
-    for item in items {
-        flatten_numbers(item, &item_shape, &mut data)?;
-    }
-    Tensor::new(shape, data)
-        .map(TensorValue::F32)
-        .map_err(|e| ApiError::invalid("shape_mismatch", e.to_string()))
-}
-
-/// The shape of a nested array, following first elements.
-fn nested_shape(v: &Value) -> Vec<usize> {
-    let mut shape = Vec::new();
-    let mut at = v;
-    while let Value::Array(list) = at {
-        shape.push(list.len());
-        match list.first() {
-            Some(first) => at = first,
-            None => break,
-        }
-    }
-    shape
-}
-
-/// Appends the numbers of `v`, which must have exactly `shape` (no ragged lists).
-fn flatten_numbers(v: &Value, shape: &[usize], out: &mut Vec<f32>) -> Result<(), ApiError> {
-    match (v, shape.split_first()) {
-        (Value::Array(list), Some((&len, rest))) if list.len() == len => list
-            .iter()
-            .try_for_each(|item| flatten_numbers(item, rest, out)),
-        (Value::Number(n), None) => {
-            let f = n.as_f64().unwrap_or(f64::NAN);
-            out.push(f as f32);
-            Ok(())
-        }
-        (Value::Array(_), _) | (Value::Number(_), Some(_)) => Err(ApiError::invalid(
-            "ragged_instances",
-            "instances are ragged: every instance must have the same shape",
-        )),
-        (other, _) => Err(ApiError::invalid(
-            "invalid_tensor_data",
-            format!("expected numbers for a float input, got {other}"),
-        )),
-    }
-}
-
-/// `:classify` examples: `{"<feature>": {"b64"} | number list}` objects.
-fn rest_examples(body: &Map<String, Value>, input: &str) -> Result<Vec<ExampleValue>, ApiError> {
-    let Some(Value::Array(examples)) = body.get("examples") else {
-        return Err(ApiError::invalid(
-            "malformed_request",
-            "\"examples\" must be a list",
-        ));
-    };
-    if examples.is_empty() {
-        return Err(ApiError::invalid(
-            "malformed_request",
-            "\"examples\" is empty",
-        ));
-    }
-    let context = match body.get("context") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(context)) => Some(context),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "malformed_request",
-                "\"context\" must be an object of features",
-            ));
-        }
-    };
-    examples
-        .iter()
-        .enumerate()
-        .map(|(i, example)| {
-            let own = example.as_object();
-            let lookup = |key: &str| {
-                own.and_then(|m| m.get(key))
-                    .or_else(|| context.and_then(|c| c.get(key)))
-            };
-            let value = ["image", input, "inputs"]
-                .iter()
-                .find_map(|k| lookup(k))
-                .or_else(|| match own {
-                    Some(m) if m.len() == 1 => m.values().next(),
-                    _ => None,
-                })
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "missing_feature",
-                        format!("example {i} has no input feature"),
-                    )
-                })?;
-            if let Some(image) = b64_value(value) {
-                return image.map(ExampleValue::Image);
-            }
-            let item = std::iter::once(value).collect::<Vec<_>>();
-            match batch(&item, usize::MAX)? {
-                TensorValue::F32(t) => Ok(ExampleValue::Floats(t.into_data())),
-                TensorValue::Bytes(_) => Err(ApiError::invalid(
-                    "invalid_feature",
-                    format!("example {i}: unsupported feature"),
-                )),
-            }
-        })
-        .collect()
 }
 
 /// `model_spec` of an answer: the version that actually ran.
@@ -944,7 +764,8 @@ tf_paths!(
     responses(
         (
             status = 200,
-            description = "The versions' states",
+            description = "The versions' states, whatever they are: a version still loading \
+            is `LOADING`, one that failed to load `END` with the reason in `status`",
             body = ModelStatusJson
         ),
         (
@@ -959,7 +780,7 @@ tf_paths!(
         ),
         (
             status = 503,
-            description = "Models are still loading, or the version is not available",
+            description = "Models are still loading (the engine has not started yet)",
             body = ProtocolErrorBody,
             headers(("Retry-After" = u32, description = "Seconds"))
         ),
@@ -1158,8 +979,6 @@ tf_paths!(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -1190,71 +1009,6 @@ mod tests {
         assert_eq!(
             parse_target("tiny/other/1").unwrap_err().kind,
             ErrorKind::NotFound
-        );
-    }
-
-    #[test]
-    fn ragged_instances_are_refused() {
-        let rows = json!([[1.0, 2.0], [3.0]]);
-        assert_eq!(
-            row_input(&rows, "x", 100).unwrap_err().code,
-            "ragged_instances"
-        );
-        let deep = json!([[1.0, 2.0], [3.0, [4.0]]]);
-        assert_eq!(
-            row_input(&deep, "x", 100).unwrap_err().code,
-            "ragged_instances"
-        );
-    }
-
-    #[test]
-    fn row_instances_stack_into_one_batch() {
-        let rows = json!([{"x": [1.0, 2.0]}, {"x": [3.0, 4.0]}]);
-        let TensorValue::F32(t) = row_input(&rows, "x", 100).unwrap() else {
-            panic!("not numeric")
-        };
-        assert_eq!(t.shape(), &[2, 2]);
-        assert_eq!(t.data(), &[1.0, 2.0, 3.0, 4.0]);
-    }
-
-    #[test]
-    fn b64_instances_become_images_and_bad_base64_is_refused() {
-        let rows = json!([{"b64": "aGk="}]);
-        let TensorValue::Bytes(b) = row_input(&rows, "x", 100).unwrap() else {
-            panic!("not bytes")
-        };
-        assert_eq!(b.items, vec![Bytes::from_static(b"hi")]);
-        assert_eq!(
-            row_input(&json!([{"b64": "***"}]), "x", 100)
-                .unwrap_err()
-                .code,
-            "invalid_base64"
-        );
-    }
-
-    #[test]
-    fn classify_context_must_be_an_object_or_absent() {
-        let example = json!([{"image": {"b64": "aGk="}}]);
-        for context in [json!(null), json!({"other": [1.0]})] {
-            let body = json!({"examples": example, "context": context});
-            let examples = rest_examples(body.as_object().unwrap(), "input").unwrap();
-            assert_eq!(examples.len(), 1, "{context}");
-        }
-        let body = json!({"examples": example, "context": [null]});
-        assert_eq!(
-            rest_examples(body.as_object().unwrap(), "input")
-                .unwrap_err()
-                .code,
-            "malformed_request"
-        );
-    }
-
-    #[test]
-    fn oversized_instances_are_refused_before_flattening() {
-        let rows = json!([[1.0, 2.0, 3.0]]);
-        assert_eq!(
-            row_input(&rows, "x", 2).unwrap_err().kind,
-            ErrorKind::TooLarge
         );
     }
 }

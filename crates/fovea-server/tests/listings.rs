@@ -3,13 +3,18 @@
 //! `GET /openapi.json`; with the bundled `models/` repository on ONNX Runtime
 //! (skipped with the reason printed where its library is missing, a failure
 //! when FOVEA_REQUIRE_ORT=1), with failed versions (tract, the engine's tiny
-//! model), and before the engine is set (models still loading).
+//! model; also TF Serving's status of one version, over REST and gRPC), and
+//! before the engine is set (models still loading).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fovea_engine::{BackendChoice, Engine, EngineOptions, ModelSource};
+use fovea_proto::tensorflow::serving::model_service_client::ModelServiceClient;
+use fovea_proto::tensorflow::serving::model_spec::VersionChoice;
+use fovea_proto::tensorflow::serving::model_version_status::State;
+use fovea_proto::tensorflow::serving::{GetModelStatusRequest, ModelSpec, ModelVersionStatus};
 use fovea_server::{AppState, ServerConfig};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -288,6 +293,127 @@ async fn failed_versions_are_listed_with_their_reason() {
         .call("POST", "/v2/repository/index", "{\"ready\": true}")
         .await;
     assert_eq!(ready_only.as_array().unwrap().len(), 1, "{ready_only}");
+}
+
+/// A gRPC server over `state` on 127.0.0.1:0, and a ModelService client of it.
+async fn model_service(state: AppState) -> ModelServiceClient<tonic::transport::Channel> {
+    let listener = fovea_server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(fovea_server::serve_grpc_on(
+        listener,
+        state,
+        Duration::from_secs(1),
+        std::future::pending(),
+    ));
+    ModelServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+/// GetModelStatus of `name` at `version` (every version when `None`).
+async fn grpc_status(
+    client: &mut ModelServiceClient<tonic::transport::Channel>,
+    name: &str,
+    version: Option<i64>,
+) -> Result<Vec<ModelVersionStatus>, tonic::Status> {
+    let request = GetModelStatusRequest {
+        model_spec: Some(ModelSpec {
+            name: name.into(),
+            version_choice: version.map(VersionChoice::Version),
+            ..Default::default()
+        }),
+    };
+    let answer = client.get_model_status(request).await?;
+    Ok(answer.into_inner().model_version_status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_version_reports_its_state_by_version_over_rest_and_grpc() {
+    let repo = repository_with_failures();
+    let engine = start_engine(
+        ModelSource::Repository(repo.path().to_path_buf()),
+        BackendChoice::Tract,
+    )
+    .await;
+    let state = AppState::with_engine(engine, &ServerConfig::default()).unwrap();
+    let server = Server::start(state.clone()).await;
+    let mut grpc = model_service(state).await;
+
+    // TF Serving reports a version that failed to load as END, with the
+    // load error as its status, whether asked by number or label.
+    let failed = server.get("/v1/models/tiny/versions/2").await;
+    let entry = &failed["model_version_status"][0];
+    assert_eq!(failed["model_version_status"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            &entry["version"],
+            &entry["state"],
+            &entry["status"]["error_code"]
+        ),
+        (&json!("2"), &json!("END"), &json!("UNKNOWN"))
+    );
+    let reason = entry["status"]["error_message"].as_str().unwrap();
+    assert!(
+        reason.contains("model.onnx"),
+        "the reason names the file: {failed}"
+    );
+    assert_eq!(server.get("/v1/models/tiny/labels/2").await, failed);
+    // A model with no available version at all answers the same way.
+    let broken = server.get("/v1/models/zz-broken/versions/1").await;
+    assert_eq!(broken["model_version_status"][0]["state"], "END");
+    let available = server.get("/v1/models/tiny/versions/1").await;
+    assert_eq!(
+        available["model_version_status"],
+        json!([{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}])
+    );
+
+    let statuses = grpc_status(&mut grpc, "tiny", Some(2)).await.unwrap();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(
+        (statuses[0].version, statuses[0].state),
+        (2, State::End as i32)
+    );
+    let status = statuses[0].status.clone().unwrap();
+    // tensorflow.error.Code UNKNOWN, with the same reason as REST.
+    assert_eq!(
+        (status.error_code, status.error_message.as_str()),
+        (2, reason)
+    );
+    let broken = grpc_status(&mut grpc, "zz-broken", Some(1)).await.unwrap();
+    assert_eq!(broken[0].state, State::End as i32);
+    let ok = grpc_status(&mut grpc, "tiny", Some(1)).await.unwrap();
+    assert_eq!(
+        (ok[0].state, ok[0].status.clone().unwrap().error_code),
+        (State::Available as i32, 0)
+    );
+    let all = grpc_status(&mut grpc, "tiny", None).await.unwrap();
+    let versions: Vec<(i64, i32)> = all.iter().map(|s| (s.version, s.state)).collect();
+    assert_eq!(
+        versions,
+        [(1, State::Available as i32), (2, State::End as i32)]
+    );
+
+    // Unknown models and versions stay NOT_FOUND.
+    for path in [
+        "/v1/models/tiny/versions/3",
+        "/v1/models/tiny/labels/stable",
+        "/v1/models/nope/versions/1",
+        "/v1/models/nope",
+    ] {
+        let (status, _, body) = server.call("GET", path, "").await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+    for (name, version) in [("tiny", Some(3)), ("nope", Some(1)), ("nope", None)] {
+        let err = grpc_status(&mut grpc, name, version).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::NotFound,
+            "{name} {version:?}: {err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

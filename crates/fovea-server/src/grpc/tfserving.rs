@@ -162,10 +162,8 @@ impl ModelService for TfModelService {
         request: Request<GetModelStatusRequest>,
     ) -> Result<Response<GetModelStatusResponse>, Status> {
         let spec = request.into_inner().model_spec.unwrap_or_default();
-        let version = match tf::requested_version(&spec).map_err(ApiError::from)? {
-            tf::VersionRequest::Latest => None,
-            other => Some(tfserving::model(&self.state, &spec.name, &other)?.version()),
-        };
+        let requested = tf::requested_version(&spec).map_err(ApiError::from)?;
+        let version = tfserving::version_number(&spec.name, &requested)?;
         let statuses = tfserving::status(&self.state, &spec.name, version)?;
         Ok(Response::new(GetModelStatusResponse {
             model_version_status: statuses
