@@ -38,3 +38,12 @@ pub const STREAM_IDLE_TIMEOUT_SECS: u64 = 30;
 pub const MAX_STREAM_DURATION_SECS: u64 = 3600;
 /// Frames of one stream in flight or waiting at once (`all` policy, gRPC).
 pub const STREAM_WINDOW: usize = 8;
+/// Requests a client may make at once before `--rate-limit` applies.
+pub const RATE_BURST: u32 = 20;
+/// HTTP requests in flight at once, all clients together.
+pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Open connections per listener (HTTP and gRPC each); more wait in the
+/// kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How often the API keys file is checked for changes, in seconds.
+pub const KEYS_POLL_SECS: u64 = 5;

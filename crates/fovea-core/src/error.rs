@@ -3,7 +3,7 @@
 //! exactly one table.
 
 /// What went wrong, from the client's point of view. Front ends map this to
-/// HTTP statuses (400, 413, 415, 404, 422, 503, 504, 500) and gRPC codes.
+/// HTTP statuses (400, 401, 413, 415, 404, 422, 429, 503, 504, 500) and gRPC codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// The request is malformed: undecodable image, bad base64, bad JSON, wrong shape.
@@ -16,6 +16,10 @@ pub enum ErrorKind {
     NotFound,
     /// Well-formed but refused by policy (e.g. a URL pointing at a private address).
     Refused,
+    /// No valid API key was presented.
+    Unauthenticated,
+    /// The client (key or address) exceeded its request rate; retry later.
+    RateLimited,
     /// Not ready, or overloaded (queue full): try again later.
     Unavailable,
     /// A deadline passed, or an upstream (URL fetch) timed out.

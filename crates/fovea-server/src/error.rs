@@ -19,6 +19,8 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -34,6 +36,10 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// Seconds a client should wait before retrying, for the kinds that
+    /// invite a retry (Unavailable: 1 unless set; RateLimited: until the
+    /// client's bucket has a token again).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -43,7 +49,14 @@ impl ApiError {
             kind,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client to retry after `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// A malformed request (400).
@@ -131,10 +144,21 @@ impl ApiError {
     }
 
     fn finish(&self, mut response: Response) -> Response {
-        if self.kind == ErrorKind::Unavailable {
+        let retry_after = match self.kind {
+            ErrorKind::Unavailable => Some(self.retry_after.unwrap_or(1)),
+            ErrorKind::RateLimited => Some(self.retry_after.unwrap_or(1).max(1)),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.kind == ErrorKind::Unauthenticated {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"fovea\""),
+            );
         }
         response
     }
@@ -200,7 +224,8 @@ pub fn grpc_code_for(kind: ErrorKind) -> tonic::Code {
         ErrorKind::InvalidInput | ErrorKind::UnsupportedMediaType | ErrorKind::Refused => {
             tonic::Code::InvalidArgument
         }
-        ErrorKind::TooLarge => tonic::Code::ResourceExhausted,
+        ErrorKind::TooLarge | ErrorKind::RateLimited => tonic::Code::ResourceExhausted,
+        ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorKind::NotFound => tonic::Code::NotFound,
         ErrorKind::Unavailable => tonic::Code::Unavailable,
         ErrorKind::Timeout => tonic::Code::DeadlineExceeded,
@@ -286,6 +311,9 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Grpc(String),
+    /// The API keys file could not be used.
+    #[error(transparent)]
+    Keys(#[from] crate::access::KeysError),
 }
 
 impl FoveaError for ServerError {
@@ -299,6 +327,7 @@ impl FoveaError for ServerError {
             ServerError::HttpClient(_) => "http_client_failed",
             ServerError::Metrics(_) => "metrics_failed",
             ServerError::Grpc(_) => "grpc_failed",
+            ServerError::Keys(_) => "api_keys_invalid",
         }
     }
 }
@@ -315,6 +344,8 @@ mod tests {
             (ErrorKind::UnsupportedMediaType, 415),
             (ErrorKind::NotFound, 404),
             (ErrorKind::Refused, 422),
+            (ErrorKind::Unauthenticated, 401),
+            (ErrorKind::RateLimited, 429),
             (ErrorKind::Unavailable, 503),
             (ErrorKind::Timeout, 504),
             (ErrorKind::Internal, 500),
@@ -329,6 +360,8 @@ mod tests {
         let table = [
             (ErrorKind::InvalidInput, tonic::Code::InvalidArgument),
             (ErrorKind::TooLarge, tonic::Code::ResourceExhausted),
+            (ErrorKind::RateLimited, tonic::Code::ResourceExhausted),
+            (ErrorKind::Unauthenticated, tonic::Code::Unauthenticated),
             (ErrorKind::NotFound, tonic::Code::NotFound),
             (ErrorKind::Unavailable, tonic::Code::Unavailable),
             (ErrorKind::Timeout, tonic::Code::DeadlineExceeded),

@@ -4,8 +4,8 @@
 //! crate actually use, so a new code cannot go undocumented.
 
 use fovea_core::ErrorKind::{
-    self, Internal, InvalidInput, NotFound, Refused, Timeout, TooLarge, Unavailable,
-    UnsupportedMediaType,
+    self, Internal, InvalidInput, NotFound, RateLimited, Refused, Timeout, TooLarge,
+    Unauthenticated, Unavailable, UnsupportedMediaType,
 };
 
 use crate::error::{grpc_code_for, status_for};
@@ -42,6 +42,27 @@ const fn code(code: &'static str, kind: ErrorKind, meaning: &'static str) -> Err
 
 /// Every code, grouped by where it arises.
 pub const ERROR_CODES: &[ErrorCode] = &[
+    // Access (keys, rates, capacity), before any other work.
+    code(
+        "unauthenticated",
+        Unauthenticated,
+        "Keys are on (`--api-keys-file`) and the request carries none (`Authorization: Bearer`, `X-API-Key`, gRPC `authorization` metadata)",
+    ),
+    code(
+        "invalid_api_key",
+        Unauthenticated,
+        "The API key presented is not one of the keys file's",
+    ),
+    code(
+        "rate_limited",
+        RateLimited,
+        "The client (its key, or its address when keys are off) exceeded `--rate-limit`; retry after `Retry-After`",
+    ),
+    code(
+        "server_busy",
+        Unavailable,
+        "`--max-concurrent-requests` HTTP requests are in flight already; retry after `Retry-After`",
+    ),
     // Requests in general.
     code(
         "invalid_request",
@@ -436,6 +457,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ),
     // Start-up (logged by `fovea serve`, never answered).
     ErrorCode {
+        code: "api_keys_invalid",
+        answer: Answer::StartUp,
+        meaning: "The `--api-keys-file` cannot be read or a line is not a key (at start-up; on a reload the previous keys stay in force)",
+    },
+    ErrorCode {
         code: "bind_failed",
         answer: Answer::StartUp,
         meaning: "The HTTP or gRPC address cannot be bound",
@@ -489,6 +515,7 @@ fn grpc_name(code: tonic::Code) -> &'static str {
         tonic::Code::Unavailable => "UNAVAILABLE",
         tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
         tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
         _ => "UNKNOWN",
     }
 }

@@ -2,12 +2,14 @@
 //! through (request id, tracing, metrics, panic catching, body limit), and
 //! serving with graceful shutdown. Handlers translate protocol ↔ engine only.
 
+pub mod access;
 pub mod error;
 pub mod error_codes;
 pub mod fetch;
 pub mod grpc;
 pub mod input;
 pub mod kserve;
+mod listener;
 pub mod models;
 pub mod openapi;
 mod ops;
@@ -28,6 +30,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
+use axum::serve::ListenerExt;
 use fovea_core::defaults;
 use fovea_engine::Engine;
 use futures_util::StreamExt;
@@ -37,6 +40,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use access::{AccessConfig, Client};
 pub use error::{ApiError, ProtocolError, ServerError, grpc_code_for, status_for};
 pub use fetch::{FetchError, UrlFetchConfig, UrlFetcher, tls_client_config};
 pub use grpc::{serve_grpc, serve_grpc_on};
@@ -61,6 +65,8 @@ pub struct ServerConfig {
     pub decode_threads: usize,
     /// Limits on streams of frames (WebSocket and gRPC).
     pub streams: StreamLimits,
+    /// API keys, rate limits and caps on requests and connections.
+    pub access: AccessConfig,
 }
 
 /// The decode share of a budget of `threads` cores when inference runs on all
@@ -81,6 +87,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
             decode_threads: decode_threads_for(fovea_core::available_cores()),
             streams: StreamLimits::default(),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -146,7 +153,7 @@ pub fn router(state: AppState) -> Router {
         })
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -159,6 +166,12 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(telemetry::record))
                 .layer(axum::middleware::from_fn(timing::render))
                 .layer(CatchPanicLayer::custom(panic_response))
+                // Keys and rates before the body is read: an unknown client
+                // cannot make fovea drain a large body.
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    access::guard,
+                ))
                 .layer(axum::middleware::from_fn_with_state(
                     body_limit,
                     refuse_oversized_body,
@@ -242,6 +255,7 @@ pub async fn serve_on(
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!("listening on http://{addr}");
     let app = router(state.clone());
+    let upkeep = state.access().spawn_upkeep();
     let stopping = state.clone();
     let (signal, deadline) = shutdown_with_deadline(
         async move {
@@ -252,13 +266,21 @@ pub async fn serve_on(
         },
         shutdown_timeout,
     );
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    // tap_io gives the capped listener axum's ConnectInfo<SocketAddr>.
+    let listener =
+        listener::Limited::new(listener, state.access().max_connections()).tap_io(|_| {});
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
     tokio::select! {
         result = server.into_future() => result.map_err(ServerError::Serve)?,
         () = deadline => tracing::warn!(
             "in-flight requests still running after {shutdown_timeout:?}; stopping anyway"
         ),
     }
+    upkeep.abort();
     if let Some(engine) = state.engine() {
         engine.shutdown().await;
     }

@@ -8,6 +8,7 @@ use fovea_engine::Engine;
 use fovea_pipeline::Pipeline;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::access::Access;
 use crate::error::{ApiError, ServerError};
 use crate::fetch::UrlFetcher;
 use crate::stream::{StreamLimits, StreamSlots};
@@ -21,6 +22,7 @@ pub struct AppState {
 
 struct Shared {
     pipeline: Pipeline,
+    access: Arc<Access>,
     fetcher: UrlFetcher,
     metrics: Option<PrometheusHandle>,
     stream_limits: StreamLimits,
@@ -37,6 +39,7 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(Shared {
                 pipeline: Pipeline::new(config.limits.clone(), config.decode_threads),
+                access: Arc::new(Access::new(config.access.clone())?),
                 fetcher: UrlFetcher::new(config.url_fetch.clone())?,
                 metrics: None,
                 stream_limits: config.streams.clone(),
@@ -79,6 +82,11 @@ impl AppState {
     /// The inference path every protocol hands its requests to.
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// Who may call, and how often.
+    pub fn access(&self) -> &Arc<Access> {
+        &self.inner.access
     }
 
     /// The request limits in force.

@@ -122,6 +122,7 @@ pub fn make_span(request: &Request) -> tracing::Span {
         id = %id,
         method = %request.method(),
         path = %request.uri().path(),
+        client = tracing::field::Empty,
     )
 }
 

@@ -205,6 +205,35 @@ pub struct ServeArgs {
     /// Frames of one stream in flight or waiting at once under the `all` policy (and gRPC streams).
     #[arg(long, env = "FOVEA_STREAM_WINDOW", default_value_t = defaults::STREAM_WINDOW, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub stream_window: usize,
+    /// API keys, one per line or `name:key` (the name is what logs and
+    /// metrics show); `#` starts a comment. Every request then needs
+    /// `Authorization: Bearer KEY` or `X-API-Key: KEY` (gRPC: `authorization`
+    /// metadata). Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "FOVEA_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// With --api-keys-file: let /metrics answer without a key.
+    #[arg(long, env = "FOVEA_PUBLIC_METRICS")]
+    pub public_metrics: bool,
+    /// With --api-keys-file: let the demo page and /openapi.json answer without a key.
+    #[arg(long, env = "FOVEA_PUBLIC_DEMO")]
+    pub public_demo: bool,
+    /// Requests per second per client (its key's name, or its address when
+    /// keys are off); beyond it 429 with Retry-After. 0 = no limit.
+    #[arg(long, env = "FOVEA_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+    /// Requests a client may make at once before --rate-limit applies.
+    #[arg(long, env = "FOVEA_RATE_BURST", default_value_t = defaults::RATE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+    /// Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For
+    /// names the client, e.g. the nginx in front. Nobody else's is believed.
+    #[arg(long, env = "FOVEA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// HTTP requests in flight at once, all clients together; beyond it 503.
+    #[arg(long, env = "FOVEA_MAX_CONCURRENT_REQUESTS", default_value_t = defaults::MAX_CONCURRENT_REQUESTS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_concurrent_requests: usize,
+    /// Open connections per listener (HTTP and gRPC each); more wait to be accepted.
+    #[arg(long, env = "FOVEA_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_connections: usize,
 }
 
 /// Where gRPC listens, if anywhere.
@@ -223,6 +252,14 @@ impl std::fmt::Display for GrpcAddr {
             GrpcAddr::Off => f.write_str("off"),
         }
     }
+}
+
+/// An address (a /32 or /128) or a CIDR network.
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is neither an IP address nor a CIDR network"))
 }
 
 fn parse_grpc_addr(text: &str) -> Result<GrpcAddr, String> {

@@ -3,14 +3,15 @@
 //! SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use anyhow::Context;
 use fovea_engine::Engine;
 use fovea_server::models::{ModelList, VersionState};
 use fovea_server::{
-    AppState, RequestLimits, ServerConfig, StreamLimits, UrlFetchConfig, decode_threads_for,
-    telemetry,
+    AccessConfig, AppState, RequestLimits, ServerConfig, StreamLimits, UrlFetchConfig,
+    decode_threads_for, telemetry,
 };
 
 use crate::cli::{GrpcAddr, ServeArgs};
@@ -42,6 +43,17 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
             idle_timeout: Duration::from_secs(args.stream_idle_timeout_secs),
             max_duration: Duration::from_secs(args.max_stream_duration_secs),
             window: args.stream_window,
+        },
+        access: AccessConfig {
+            api_keys_file: args.api_keys_file.clone(),
+            public_metrics: args.public_metrics,
+            public_demo: args.public_demo,
+            rate_limit: NonZeroU32::new(args.rate_limit),
+            rate_burst: NonZeroU32::new(args.rate_burst).unwrap_or(NonZeroU32::MIN),
+            trusted_proxies: args.trusted_proxies.clone(),
+            max_concurrent_requests: args.max_concurrent_requests,
+            max_connections: args.max_connections,
+            ..AccessConfig::default()
         },
     }
 }
@@ -95,6 +107,30 @@ async fn shutdown_signal() {
         () = interrupt => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
     }
+}
+
+/// Re-reads the API keys file on every SIGHUP (it is also re-read when it
+/// changes); a bad file is logged and the keys in force stay.
+fn reload_keys_on_sighup(state: AppState) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP: {e}");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the API keys");
+            if let Err(e) = state.access().reload() {
+                tracing::error!("API keys not reloaded, the previous ones stay in force: {e}");
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 /// What `serve` says once the models are loaded: version, backend, models,
@@ -167,6 +203,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = telemetry::install_metrics()?;
     telemetry::spawn_upkeep(metrics.clone());
     let state = AppState::new(&config)?.with_metrics(metrics);
+    reload_keys_on_sighup(state.clone());
     let listener = fovea_server::bind(config.http_addr).await?;
     // One signal stops both servers: the watch fans it out.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -13,7 +13,6 @@ use fovea_proto::inference::grpc_inference_service_server::GrpcInferenceServiceS
 use fovea_proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use fovea_proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 pub use kserve::KServe;
 pub use tfserving::{TfModelService, TfPredictionService};
@@ -50,6 +49,7 @@ pub async fn serve_grpc_on(
     let models = ModelServiceServer::new(TfModelService::new(state.clone()))
         .max_decoding_message_size(limit);
     let stopping = state.clone();
+    let state_access = state.access().clone();
     let shutdown = async move {
         shutdown.await;
         // Streams never finish on their own: tell them to end.
@@ -58,9 +58,14 @@ pub async fn serve_grpc_on(
     let kserve = GrpcInferenceServiceServer::new(KServe::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let access = state_access.clone();
+    let incoming = crate::listener::incoming(listener, state_access.max_connections());
     let (signal, deadline) = crate::shutdown_with_deadline(shutdown, shutdown_timeout);
     let server = tonic::transport::Server::builder()
+        // Keys and rates on every call of every service, before it is decoded.
+        .layer(tonic::service::InterceptorLayer::new(
+            move |request: tonic::Request<()>| access.check_grpc(request),
+        ))
         .add_service(predictions)
         .add_service(models)
         .add_service(kserve)

@@ -1,0 +1,512 @@
+//! Who may call fovea, and how often: optional API keys (HTTP `Authorization:
+//! Bearer` or `X-API-Key`; gRPC `authorization` metadata), a token bucket per
+//! client (the key's name, or the client address when keys are off), and a
+//! cap on requests in flight. One [`Access`] serves both the HTTP middleware
+//! ([`guard`]) and the gRPC interceptor ([`Access::check_grpc`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use fovea_core::{ErrorKind, defaults};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{self, ApiError};
+use crate::state::AppState;
+
+/// Access policy; each field is a `fovea serve` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessConfig {
+    /// Keys file: one key per line, or `name:key`; `#` comments. None: no keys.
+    pub api_keys_file: Option<PathBuf>,
+    /// `/metrics` answers without a key.
+    pub public_metrics: bool,
+    /// The demo page (`/`) and `/openapi.json` answer without a key.
+    pub public_demo: bool,
+    /// Requests per second per client, with `rate_burst` at once; None: unlimited.
+    pub rate_limit: Option<NonZeroU32>,
+    /// Requests a client may make at once before the rate applies.
+    pub rate_burst: NonZeroU32,
+    /// Proxies whose `X-Forwarded-For` names the client (e.g. the nginx in front).
+    pub trusted_proxies: Vec<IpNet>,
+    /// HTTP requests in flight at once, all clients together; beyond it 503.
+    pub max_concurrent_requests: usize,
+    /// Open connections per listener (HTTP, gRPC); more wait to be accepted.
+    pub max_connections: usize,
+    /// How often the keys file is checked for changes.
+    pub keys_poll_interval: Duration,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            api_keys_file: None,
+            public_metrics: false,
+            public_demo: false,
+            rate_limit: None,
+            rate_burst: NonZeroU32::new(defaults::RATE_BURST).unwrap_or(NonZeroU32::MIN),
+            trusted_proxies: Vec::new(),
+            max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
+            max_connections: defaults::MAX_CONNECTIONS,
+            keys_poll_interval: Duration::from_secs(defaults::KEYS_POLL_SECS),
+        }
+    }
+}
+
+/// Why the keys file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// The file could not be read.
+    #[error("cannot read API keys file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A line is not a key.
+    #[error("{path}:{line}: {reason}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// The accepted keys, held as SHA-256 digests: the secrets themselves are
+/// never kept in memory after loading, and a presented key is compared with
+/// every digest in constant time (subtle), so timing says nothing about
+/// which key, or how much of one, matched.
+#[derive(Debug, Default)]
+struct KeySet {
+    entries: Vec<(String, [u8; 32])>,
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    let hash = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let mut out = [0; 32];
+    out.copy_from_slice(hash.as_ref());
+    out
+}
+
+impl KeySet {
+    fn parse(path: &Path, text: &str) -> Result<Self, KeysError> {
+        let mut entries: Vec<(String, [u8; 32])> = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let refuse = |reason: &str| KeysError::Line {
+                path: path.to_path_buf(),
+                line: index + 1,
+                reason: reason.to_string(),
+            };
+            let (name, key) = match line.split_once(':') {
+                Some((name, key)) => (name.trim().to_string(), key.trim()),
+                None => (String::new(), line),
+            };
+            if key.is_empty() || key.chars().any(char::is_whitespace) {
+                return Err(refuse("a key must be non-empty and hold no spaces"));
+            }
+            let hash = digest(key);
+            // An unnamed key is named by the start of its digest: stable,
+            // and says nothing usable about the secret.
+            let name = if name.is_empty() {
+                format!("key-{}", hex(&hash[..4]))
+            } else {
+                name
+            };
+            if entries.iter().any(|(n, _)| *n == name) {
+                return Err(refuse(&format!("the name `{name}` is used twice")));
+            }
+            entries.push((name, hash));
+        }
+        Ok(Self { entries })
+    }
+
+    /// The name of `key`, comparing against every entry in constant time.
+    fn name_of(&self, key: &str) -> Option<&str> {
+        let presented = digest(key);
+        let mut found = None;
+        for (name, hash) in &self.entries {
+            if bool::from(presented.ct_eq(hash)) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The caller a request was admitted as: the key's name, or the client
+/// address when keys are off. Handlers and logs read it from the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client(pub String);
+
+/// The access policy in force, with its reloadable keys.
+pub struct Access {
+    config: AccessConfig,
+    keys: RwLock<Option<Arc<KeySet>>>,
+    /// The keys file's modification time when last loaded.
+    loaded: RwLock<Option<SystemTime>>,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    /// The policy of `config`, with its keys file read now.
+    pub fn new(config: AccessConfig) -> Result<Self, KeysError> {
+        let limiter = config
+            .rate_limit
+            .map(|rate| RateLimiter::keyed(Quota::per_second(rate).allow_burst(config.rate_burst)));
+        let access = Self {
+            in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
+            config,
+            keys: RwLock::new(None),
+            loaded: RwLock::new(None),
+            limiter,
+        };
+        access.reload()?;
+        Ok(access)
+    }
+
+    /// Open connections allowed per listener.
+    pub fn max_connections(&self) -> usize {
+        self.config.max_connections.max(1)
+    }
+
+    /// Whether API keys are required.
+    pub fn keys_required(&self) -> bool {
+        self.config.api_keys_file.is_some()
+    }
+
+    /// Reads the keys file again; on error the keys in force stay.
+    pub fn reload(&self) -> Result<(), KeysError> {
+        let Some(path) = &self.config.api_keys_file else {
+            return Ok(());
+        };
+        let read = |source| KeysError::Read {
+            path: path.clone(),
+            source,
+        };
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        let keys = KeySet::parse(path, &text)?;
+        tracing::info!(file = %path.display(), keys = keys.entries.len(), "API keys loaded");
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(keys));
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = modified;
+        Ok(())
+    }
+
+    /// Reloads the keys when the file changed since they were loaded.
+    fn reload_if_changed(&self) {
+        let Some(path) = &self.config.api_keys_file else {
+            return;
+        };
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if modified == *self.loaded.read().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        if let Err(e) = self.reload() {
+            tracing::error!("API keys not reloaded, the previous ones stay in force: {e}");
+            // Said once per change of the file, not at every check.
+            *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = modified;
+        }
+    }
+
+    /// Watches the keys file and forgets idle clients' rate buckets, until
+    /// the returned task is aborted or the policy dropped.
+    pub fn spawn_upkeep(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let interval = self
+            .config
+            .keys_poll_interval
+            .max(Duration::from_millis(10));
+        let access = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(access) = access.upgrade() else {
+                    return;
+                };
+                access.reload_if_changed();
+                if let Some(limiter) = &access.limiter {
+                    limiter.retain_recent();
+                }
+            }
+        })
+    }
+
+    fn authenticate(&self, presented: Option<&str>) -> Result<Option<String>, ApiError> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(keys) = keys else {
+            return Ok(None);
+        };
+        let presented = presented.ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Unauthenticated,
+                "unauthenticated",
+                "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            )
+        })?;
+        keys.name_of(presented)
+            .map(|name| Some(name.to_string()))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::Unauthenticated,
+                    "invalid_api_key",
+                    "the API key is not valid",
+                )
+            })
+    }
+
+    fn rate(&self, client: &str) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&client.to_string()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            metrics::counter!("fovea_requests_rate_limited_total").increment(1);
+            ApiError::new(
+                ErrorKind::RateLimited,
+                "rate_limited",
+                format!(
+                    "too many requests from `{client}`: the limit is {} per second",
+                    self.config.rate_limit.map_or(0, NonZeroU32::get)
+                ),
+            )
+            .retry_after(seconds.max(1))
+        })
+    }
+
+    /// Admits a request: its key (when keys are on), then its client's rate.
+    /// `peer` is the connection's address, `forwarded` its `X-Forwarded-For`.
+    fn admit(
+        &self,
+        presented: Option<&str>,
+        peer: Option<IpAddr>,
+        forwarded: Option<&str>,
+    ) -> Result<Client, ApiError> {
+        let client = match self.authenticate(presented)? {
+            Some(name) => name,
+            None => self
+                .client_address(peer, forwarded)
+                .map_or_else(|| "unknown".to_string(), |ip| ip.to_string()),
+        };
+        self.rate(&client)?;
+        Ok(Client(client))
+    }
+
+    /// The client's address: the peer's, or, when the peer is a trusted
+    /// proxy, the right-most address of `X-Forwarded-For` that is not one
+    /// (the left part of that header is whatever the client claimed).
+    fn client_address(&self, peer: Option<IpAddr>, forwarded: Option<&str>) -> Option<IpAddr> {
+        let mut client = peer?;
+        if !self.is_trusted(client) {
+            return Some(client);
+        }
+        let Some(forwarded) = forwarded else {
+            return Some(client);
+        };
+        for hop in forwarded.rsplit(',') {
+            let Ok(hop) = hop.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = hop;
+            if !self.is_trusted(hop) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.config
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip))
+    }
+
+    fn is_public(&self, path: &str) -> bool {
+        match path {
+            "/healthz" | "/readyz" => true,
+            "/metrics" => self.config.public_metrics,
+            "/" | "/openapi.json" => self.config.public_demo,
+            _ => false,
+        }
+    }
+
+    /// The gRPC side of [`guard`]: the key from `authorization` (or
+    /// `x-api-key`) metadata, then the rate; `UNAUTHENTICATED` or
+    /// `RESOURCE_EXHAUSTED` otherwise.
+    #[allow(clippy::result_large_err)]
+    pub fn check_grpc(
+        &self,
+        request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let metadata = request.metadata();
+        let presented = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+            .or_else(|| metadata.get("x-api-key").and_then(|v| v.to_str().ok()));
+        let forwarded = metadata
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let peer = request.remote_addr().map(|a| a.ip());
+        let client = self.admit(presented, peer, forwarded)?;
+        let mut request = request;
+        request.extensions_mut().insert(client);
+        Ok(request)
+    }
+}
+
+/// The key of an `Authorization: Bearer <key>` value.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, key) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+}
+
+/// HTTP middleware: public paths pass; every other request needs a valid key
+/// (when keys are on), a token from its client's bucket (when a rate is
+/// set) and a free request slot, or is answered 401, 429 or 503 in its
+/// protocol's error shape before its body is read.
+pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let access = state.access();
+    let path = request.uri().path().to_string();
+    if access.is_public(&path) {
+        return next.run(request).await;
+    }
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    // Present when served over a socket; absent when a test calls the router directly.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let admitted = access.admit(presented_key(request.headers()), peer, forwarded);
+    let client = match admitted {
+        Ok(client) => client,
+        Err(refusal) => return error::for_path(&path, refusal),
+    };
+    let _slot: OwnedSemaphorePermit = match access.in_flight.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            let busy = ApiError::new(
+                ErrorKind::Unavailable,
+                "server_busy",
+                format!(
+                    "{} requests are in flight already (--max-concurrent-requests)",
+                    access.config.max_concurrent_requests
+                ),
+            );
+            return error::for_path(&path, busy);
+        }
+    };
+    tracing::Span::current().record("client", client.0.as_str());
+    request.extensions_mut().insert(client);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(keys: Option<&str>, trusted: &[&str]) -> (Access, Option<tempfile::NamedTempFile>) {
+        let file = keys.map(|text| {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), text).unwrap();
+            file
+        });
+        let config = AccessConfig {
+            api_keys_file: file.as_ref().map(|f| f.path().to_path_buf()),
+            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            ..AccessConfig::default()
+        };
+        (Access::new(config).unwrap(), file)
+    }
+
+    #[test]
+    fn keys_are_named_or_named_by_their_digest_and_never_kept_in_clear() {
+        let keys = KeySet::parse(Path::new("k"), "# ops\nalice:s3cret-a\n\nb-secret\n").unwrap();
+        assert_eq!(keys.name_of("s3cret-a"), Some("alice"));
+        let unnamed = keys.name_of("b-secret").unwrap();
+        assert!(unnamed.starts_with("key-") && !unnamed.contains("secret"));
+        assert_eq!(keys.name_of("s3cret-b"), None);
+        assert!(!format!("{keys:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_bad_keys_file_names_its_line() {
+        let error = KeySet::parse(Path::new("keys.txt"), "a:one\na:two\n").unwrap_err();
+        assert_eq!(error.to_string(), "keys.txt:2: the name `a` is used twice");
+        let error = KeySet::parse(Path::new("keys.txt"), "ok\nname:\n").unwrap_err();
+        assert!(error.to_string().starts_with("keys.txt:2: "), "{error}");
+    }
+
+    #[test]
+    fn bearer_takes_the_scheme_in_any_case_and_nothing_else() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("abc"), None);
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let (access, _) = access(None, &["10.0.0.0/8"]);
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        // A client claiming an address of its own choosing is not believed...
+        assert_eq!(
+            access.client_address(Some(stranger), Some("198.51.100.1")),
+            Some(stranger)
+        );
+        // ...but the proxy's right-most untrusted hop is, whatever the client prepended.
+        assert_eq!(
+            access.client_address(Some(proxy), Some("1.1.1.1, 198.51.100.7, 10.9.9.9")),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        // IPv4-mapped peers are the same proxy.
+        assert_eq!(
+            access.client_address(
+                Some("::ffff:10.1.2.3".parse().unwrap()),
+                Some("198.51.100.8")
+            ),
+            Some("198.51.100.8".parse().unwrap())
+        );
+    }
+}
