@@ -12,9 +12,9 @@ use std::time::Duration;
 use fovea_core::{BatchingOverrides, Labels, ModelConfig};
 use serde::Serialize;
 
-use crate::backend::{BackendChoice, BackendTuning, name_of, probe};
+use crate::backend::{BackendChoice, BackendFactory, BackendTuning, name_of, probe};
 use crate::error::EngineError;
-use crate::model::{LoadedVersion, ModelHandle, VersionSpec, load_version};
+use crate::model::{LoadedVersion, ModelHandle, Opener, VersionSpec, load_version};
 use crate::repository::{self, Fingerprint};
 
 /// How the engine runs models.
@@ -58,6 +58,18 @@ pub enum ModelSource {
         config: ModelConfig,
         labels: Labels,
     },
+    /// Backends the caller builds, served as version 1 of the model
+    /// `config.name` (by default `model`) exactly as a single file is:
+    /// `factory` opens each instance, which is checked against `config` (its
+    /// own input and output names win), warmed up and fed by the batcher.
+    /// No model file and no ONNX Runtime are involved, so the engine skips
+    /// its backend probe, and the backend sets its own threading; tests use
+    /// it to serve a backend they control.
+    Backend {
+        config: ModelConfig,
+        labels: Labels,
+        factory: BackendFactory,
+    },
 }
 
 /// The state of one (model, version).
@@ -92,8 +104,9 @@ pub struct Engine {
 
 struct Inner {
     source: ModelSource,
+    /// The library model files open with, resolved and probed at start-up
+    /// (left as requested, and unused, when the backends are caller-built).
     choice: BackendChoice,
-    backend: &'static str,
     threads: usize,
     tuning: BackendTuning,
     batching: BatchingOverrides,
@@ -179,10 +192,15 @@ impl Engine {
         tuning: BackendTuning,
     ) -> Result<Engine, EngineError> {
         let requested = options.backend;
-        // Probing ONNX Runtime runs python3 and dlopen: keep it off the async workers.
-        let choice = tokio::task::spawn_blocking(move || probe(requested))
-            .await
-            .map_err(|e| EngineError::Load(format!("backend probe failed: {e}")))??;
+        let choice = match &source {
+            ModelSource::Backend { .. } => requested,
+            // Probing ONNX Runtime runs python3 and dlopen: keep it off the async workers.
+            ModelSource::Repository(_) | ModelSource::SingleFile { .. } => {
+                tokio::task::spawn_blocking(move || probe(requested))
+                    .await
+                    .map_err(|e| EngineError::Load(format!("backend probe failed: {e}")))??
+            }
+        };
         if let ModelSource::Repository(root) = &source
             && !root.is_dir()
         {
@@ -193,12 +211,11 @@ impl Engine {
         }
         let poll = match &source {
             ModelSource::Repository(_) => options.poll_interval,
-            ModelSource::SingleFile { .. } => None,
+            ModelSource::SingleFile { .. } | ModelSource::Backend { .. } => None,
         };
         let inner = Arc::new(Inner {
             source,
             choice,
-            backend: name_of(choice),
             threads: options.threads.max(1),
             tuning,
             batching: options.batching.clone(),
@@ -232,9 +249,17 @@ impl Engine {
                 .all(|slot| slot.state == ModelState::Available)
     }
 
-    /// `"onnxruntime"` or `"tract"`.
+    /// `"onnxruntime"` or `"tract"`; for [`ModelSource::Backend`], the name
+    /// its backend reports (`"none"` while no version of it is available).
     pub fn backend_name(&self) -> &'static str {
-        self.inner.backend
+        match self.inner.source {
+            ModelSource::Backend { .. } => self
+                .default_model()
+                .map_or("none", |model| model.backend_name()),
+            ModelSource::Repository(_) | ModelSource::SingleFile { .. } => {
+                name_of(self.inner.choice)
+            }
+        }
     }
 
     /// The handle of `name` at `version`, or at its highest available version when `None`.
@@ -360,24 +385,43 @@ impl Inner {
 
     /// What the source wants served now; `None` when the repository cannot be read.
     async fn plans(self: &Arc<Self>) -> Option<BTreeMap<String, ModelPlan>> {
-        let spec =
-            |name: String, version, model_path, config_path, mut config: ModelConfig, labels| {
-                let threads = config.runtime.threads.unwrap_or(self.threads);
-                let instances = self.instances.or(config.runtime.instances).unwrap_or(1);
-                config.batching = self.batching.apply(config.batching);
-                VersionSpec {
-                    name,
-                    version,
-                    model_path,
-                    config_path,
-                    config,
-                    labels,
-                    choice: self.choice,
-                    threads,
-                    instances,
-                    tuning: self.tuning,
-                }
+        let spec = |name: String, version, opener, config_path, mut config: ModelConfig, labels| {
+            let threads = config.runtime.threads.unwrap_or(self.threads);
+            let instances = self.instances.or(config.runtime.instances).unwrap_or(1);
+            config.batching = self.batching.apply(config.batching);
+            VersionSpec {
+                name,
+                version,
+                opener,
+                config_path,
+                config,
+                labels,
+                threads,
+                instances,
+            }
+        };
+        let file = |path: PathBuf| Opener::File {
+            path,
+            choice: self.choice,
+            tuning: self.tuning,
+        };
+        // A single file and caller-built backends are version 1, with no
+        // fingerprint: a reload finds it unchanged.
+        let single = |name: String, opener, config: &ModelConfig, labels: &Labels| {
+            let version = VersionPlan {
+                version: 1,
+                fingerprint: None,
+                spec: Ok(spec(
+                    name.clone(),
+                    1,
+                    opener,
+                    None,
+                    config.clone(),
+                    labels.clone(),
+                )),
             };
+            Some(BTreeMap::from([(name, ModelPlan::Serve(vec![version]))]))
+        };
         let root = match &self.source {
             ModelSource::SingleFile {
                 path,
@@ -388,19 +432,15 @@ impl Inner {
                     path.file_stem()
                         .map_or("model".into(), |s| s.to_string_lossy().into_owned())
                 });
-                let version = VersionPlan {
-                    version: 1,
-                    fingerprint: None,
-                    spec: Ok(spec(
-                        name.clone(),
-                        1,
-                        path.clone(),
-                        None,
-                        config.clone(),
-                        labels.clone(),
-                    )),
-                };
-                return Some(BTreeMap::from([(name, ModelPlan::Serve(vec![version]))]));
+                return single(name, file(path.clone()), config, labels);
+            }
+            ModelSource::Backend {
+                config,
+                labels,
+                factory,
+            } => {
+                let name = config.name.clone().unwrap_or_else(|| "model".into());
+                return single(name, Opener::Factory(factory.clone()), config, labels);
             }
             ModelSource::Repository(root) => root.clone(),
         };
@@ -450,7 +490,7 @@ impl Inner {
                                 None => Ok(spec(
                                     model.name.clone(),
                                     v.version,
-                                    v.model_path,
+                                    file(v.model_path),
                                     Some(entry.config_path.clone()),
                                     entry.config.clone(),
                                     entry.labels.clone(),
@@ -552,7 +592,7 @@ impl Inner {
                                         Slot::idle(ModelState::Loading, None),
                                     );
                                 }
-                                tracing::info!(model = %name, version = plan.version, path = %spec.model_path.display(), "loading");
+                                tracing::info!(model = %name, version = plan.version, from = %spec.origin(), "loading");
                                 loads.push(Load {
                                     name: name.clone(),
                                     version: plan.version,

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use fovea_core::{Labels, ModelConfig, Tensor};
 use tokio::sync::oneshot;
 
-use crate::backend::{Backend, BackendChoice, BackendTuning, Signature, open_backend_tuned};
+use crate::backend::{
+    Backend, BackendChoice, BackendFactory, BackendTuning, Signature, open_backend_tuned,
+};
 use crate::batcher::{self, BatchStats, Batcher, Inferred, Slot};
 use crate::error::EngineError;
 
@@ -18,17 +20,55 @@ use crate::error::EngineError;
 pub(crate) struct VersionSpec {
     pub name: String,
     pub version: u64,
-    pub model_path: PathBuf,
-    /// The config file, for error messages; `None` for a single file served with a given config.
+    pub opener: Opener,
+    /// The config file, for error messages; `None` when the caller gave the
+    /// config (a single file, caller-built backends).
     pub config_path: Option<PathBuf>,
     pub config: ModelConfig,
     pub labels: Labels,
-    pub choice: BackendChoice,
     /// Intra-op threads of the whole version, shared out among its instances.
     pub threads: usize,
     /// Sessions serving the version's queue side by side (`runtime.instances`).
     pub instances: usize,
-    pub tuning: BackendTuning,
+}
+
+/// Where a version's backend instances come from.
+#[derive(Debug, Clone)]
+pub(crate) enum Opener {
+    /// An ONNX file, opened with the library resolved at start-up.
+    File {
+        path: PathBuf,
+        choice: BackendChoice,
+        tuning: BackendTuning,
+    },
+    /// Backends the caller builds (`ModelSource::Backend`).
+    Factory(BackendFactory),
+}
+
+impl VersionSpec {
+    /// What error messages name as the model at fault.
+    pub(crate) fn origin(&self) -> String {
+        match &self.opener {
+            Opener::File { path, .. } => path.display().to_string(),
+            Opener::Factory(_) => format!("model `{}` (a caller-built backend)", self.name),
+        }
+    }
+
+    /// Opens one instance on `threads` intra-op threads.
+    fn open(&self, threads: usize) -> Result<Box<dyn Backend>, String> {
+        match &self.opener {
+            // The error names the file already.
+            Opener::File {
+                path,
+                choice,
+                tuning,
+            } => open_backend_tuned(*choice, path, threads, *tuning).map_err(|e| e.to_string()),
+            // A caller-built backend sets its own threading.
+            Opener::Factory(factory) => factory
+                .open()
+                .map_err(|e| format!("{}: {e}", self.origin())),
+        }
+    }
 }
 
 /// A loaded, warmed-up version and its inference thread (which runs any
@@ -87,7 +127,8 @@ impl ModelHandle {
         self.0.num_classes
     }
 
-    /// The backend running this version (`"onnxruntime"` or `"tract"`).
+    /// The backend running this version (`"onnxruntime"`, `"tract"`, or the
+    /// name a caller-built backend reports).
     pub fn backend_name(&self) -> &'static str {
         self.0.backend
     }
@@ -117,7 +158,8 @@ impl ModelHandle {
 
     /// input: [n, ...config.input.shape]; returns the output [n, classes].
     /// Goes through the model's dynamic batcher; refuses at once when the
-    /// queue is full and gives up at `deadline`.
+    /// queue is full and gives up at `deadline`. The request is admitted and
+    /// queued (or refused) when the future is first polled.
     pub async fn infer(&self, input: Tensor, deadline: Instant) -> Result<Tensor, EngineError> {
         Ok(self.infer_timed(input, deadline).await?.output)
     }
@@ -206,7 +248,8 @@ impl Admission {
 
 /// Loads `spec` on its own inference thread: opens the backend, checks it
 /// against the config, warms it up at batch 1 and at the maximum batch size,
-/// and only then returns the handle. Errors name the file at fault.
+/// and only then returns the handle. Errors name the model file (or the
+/// caller-built model) at fault.
 pub(crate) async fn load_version(spec: VersionSpec) -> Result<LoadedVersion, String> {
     let capacity = spec.config.batching.queue_capacity;
     let (batcher, worker) = batcher::channel(&spec.name, spec.version, capacity);
@@ -255,10 +298,7 @@ pub(crate) async fn load_version(spec: VersionSpec) -> Result<LoadedVersion, Str
         Ok(Ok(ready)) => ready,
         Ok(Err(reason)) => return Err(reason),
         Err(_) => {
-            return Err(format!(
-                "{}: the loader thread died",
-                spec.model_path.display()
-            ));
+            return Err(format!("{}: the loader thread died", spec.origin()));
         }
     };
     tracing::info!(model = %spec.name, version = spec.version, backend, instances = spec.instances, "model version available");
@@ -280,31 +320,27 @@ fn prepare_instance(
     spec: &VersionSpec,
     threads: usize,
 ) -> Result<(Box<dyn Backend>, ModelConfig, usize), String> {
-    let backend = open_backend_tuned(spec.choice, &spec.model_path, threads, spec.tuning)
-        .map_err(|e| e.to_string())?;
+    let mut backend = spec.open(threads)?;
     let (config, classes) = check_signature(spec, backend.signature())?;
-    let mut backend = backend;
     for batch in [1, config.batching.max_batch_size] {
         let mut shape = vec![batch];
         shape.extend(&config.input.shape);
-        backend.run(&Tensor::zeros(shape)).map_err(|e| {
-            format!(
-                "{}: warm-up at batch {batch} failed: {e}",
-                spec.model_path.display()
-            )
-        })?;
+        backend
+            .run(&Tensor::zeros(shape))
+            .map_err(|e| format!("{}: warm-up at batch {batch} failed: {e}", spec.origin()))?;
     }
     Ok((backend, config, classes))
 }
 
 /// Checks the model against its config where the backend can tell, and
-/// returns the config to serve with and the number of classes. For a single
-/// file served without a config file the model's own input/output names win.
+/// returns the config to serve with and the number of classes. For a model
+/// served without a config file (a single file, caller-built backends) the
+/// model's own input/output names win.
 fn check_signature(
     spec: &VersionSpec,
     signature: &Signature,
 ) -> Result<(ModelConfig, usize), String> {
-    let model = spec.model_path.display();
+    let model = spec.origin();
     let source = spec
         .config_path
         .as_ref()

@@ -1,16 +1,25 @@
 //! The engine with the real tiny model on tract: repository scanning and
-//! version policy, the dynamic batcher's guarantees, hot reload, shutdown.
+//! version policy, hot reload, answers row for row. The dynamic batcher's
+//! guarantees (batch sizes, admission, deadlines, shutdown) are checked on
+//! fovea-testkit's gated backend, which the test lets run batch by batch, so
+//! they order events by hand instead of sleeping.
 
 mod common;
 
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fovea_core::{ErrorKind, FoveaError, Labels, ModelConfig, PreprocessConfig, Tensor};
-use fovea_engine::{
-    BackendChoice, Engine, EngineError, EngineOptions, ModelSource, ModelState, open_backend,
+use fovea_core::{
+    BatchingConfig, ErrorKind, FoveaError, Labels, ModelConfig, PreprocessConfig, Tensor,
 };
+use fovea_engine::{
+    BackendChoice, Engine, EngineError, EngineOptions, ModelHandle, ModelSource, ModelState,
+    open_backend,
+};
+use fovea_testkit::{Gate, GatedBackend};
 
 fn options() -> EngineOptions {
     EngineOptions {
@@ -38,6 +47,70 @@ async fn engine_with(batching: &str) -> (tempfile::TempDir, Engine) {
 
 fn later(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms)
+}
+
+/// A deadline no test reaches: the request must not expire.
+fn far() -> Instant {
+    later(600_000)
+}
+
+/// Classes the gated model answers (as many as the CIFAR labels).
+const CLASSES: usize = 10;
+
+/// An engine serving the gated backend as model `gated` with `batching` and
+/// `instances`, its gate held (every batch waits for the test) once the
+/// engine has warmed it up.
+async fn gated_engine(batching: BatchingConfig, instances: usize) -> (Engine, ModelHandle, Gate) {
+    let gate = Gate::new(&[3, 32, 32], CLASSES);
+    let mut config = ModelConfig::image_classifier("input", "logits", PreprocessConfig::cifar10());
+    config.name = Some("gated".into());
+    config.batching = batching;
+    config.runtime.instances = Some(instances);
+    let source = ModelSource::Backend {
+        config,
+        labels: Labels::cifar10(),
+        factory: gate.factory(),
+    };
+    let engine = Engine::start(source, options()).await.unwrap();
+    assert!(engine.is_ready(), "{:?}", engine.statuses());
+    gate.hold();
+    let model = engine.model("gated", None).unwrap();
+    (engine, model, gate)
+}
+
+/// A request's answer, to await later.
+type Answer = Pin<Box<dyn Future<Output = Result<Tensor, EngineError>> + Send>>;
+
+/// A request for `input`, not yet sent.
+fn request(model: &ModelHandle, input: Tensor, deadline: Instant) -> Answer {
+    let model = model.clone();
+    Box::pin(async move { model.infer(input, deadline).await })
+}
+
+/// Polls `future` once, without a waker: what it does before it first
+/// waits is done when this returns.
+fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Sends `input` to `model` and returns its pending answer. `infer` queues
+/// the request on its first poll, so it is in the queue when this returns,
+/// in the order of the calls, with no scheduler in between.
+fn queue(model: &ModelHandle, input: Tensor, deadline: Instant) -> Answer {
+    let mut answer = request(model, input, deadline);
+    if let Poll::Ready(refused) = poll_once(&mut answer) {
+        panic!("the request was answered instead of queued: {refused:?}");
+    }
+    answer
+}
+
+/// Awaits `answer` and checks it is the gated backend's answer to `input`.
+async fn assert_answers(answer: Answer, input: &Tensor) {
+    assert_eq!(
+        answer.await.unwrap(),
+        GatedBackend::logits(input, CLASSES),
+        "another caller's rows, or none"
+    );
 }
 
 fn state_of(engine: &Engine, name: &str, version: u64) -> Option<ModelState> {
@@ -81,64 +154,83 @@ async fn concurrent_requests_get_their_own_rows_back() {
     let model = engine.model("tiny", None).unwrap();
     let inputs: Vec<Tensor> = (0..12).map(|i| tiny_input(1 + i % 2, i)).collect();
     infer_all_at_once_and_compare(&model, inputs).await;
-    let stats = model.stats();
-    assert_eq!(stats.items, 18);
-    assert!(stats.batches < 12, "requests were not batched: {stats:?}");
+    assert_eq!(model.stats().items, 18);
 }
 
-/// Names of this process's threads (Linux truncates them to 15 bytes).
-#[cfg(target_os = "linux")]
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim().to_string())
-        .collect()
+#[tokio::test]
+async fn queued_requests_are_batched_in_order_and_each_gets_its_own_rows() {
+    let batching = BatchingConfig {
+        max_batch_size: 8,
+        ..BatchingConfig::default()
+    };
+    let (_engine, model, mut gate) = gated_engine(batching, 1).await;
+    let running = queue(&model, tiny_input(1, 100), far());
+    assert_eq!(gate.started().await.size(), 1);
+    // Requests of 1, 2, 1, 2, ... rows queue behind the running batch.
+    let inputs: Vec<Tensor> = (0..12).map(|i| tiny_input(1 + i % 2, i)).collect();
+    let answers: Vec<Answer> = inputs
+        .iter()
+        .map(|input| queue(&model, input.clone(), far()))
+        .collect();
+    gate.open();
+    running.await.unwrap();
+    // Greedy batches of at most 8 rows, a request never split: 1+2+1+2+1
+    // (the next 2 would make 9), then 2+1+2+1+2, then 1+2.
+    let mut consumed = 0;
+    for requests in [5, 5, 2] {
+        let batch = gate.started().await;
+        let expected: Vec<f32> = inputs[consumed..consumed + requests]
+            .iter()
+            .flat_map(|input| input.data().iter().copied())
+            .collect();
+        assert_eq!(
+            batch.input.data(),
+            &expected[..],
+            "batch of requests {consumed}.."
+        );
+        consumed += requests;
+    }
+    for (answer, input) in answers.into_iter().zip(&inputs) {
+        assert_answers(answer, input).await;
+    }
+    let stats = model.stats();
+    assert_eq!(
+        (stats.batches, stats.items, stats.largest_batch),
+        (4, 19, 8)
+    );
 }
 
 #[tokio::test]
 async fn two_instances_serve_one_queue_and_stop_with_the_engine() {
-    // A name no other test uses, so that its threads are this test's alone.
-    let root = tempfile::tempdir().unwrap();
-    let config = tiny_config("[batching]\nmax_batch_size = 4\n\n[runtime]\ninstances = 2");
-    add_model(root.path(), "twin", &config, &[1]);
-    let engine = start(root.path()).await;
-    assert!(engine.is_ready(), "{:?}", engine.statuses());
-    let model = engine.model("twin", None).unwrap();
-    // The second instance runs on a thread of its own, named after the version;
-    // it is started just after the version reports ready.
-    #[cfg(target_os = "linux")]
-    {
-        let started = Instant::now();
-        while !thread_names().iter().any(|n| n == "fovea-twin-v1-1") {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "{:?}",
-                thread_names()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    infer_all_at_once_and_compare(&model, (0..40).map(|i| tiny_input(1, i)).collect()).await;
-    let stats = model.stats();
-    assert_eq!(stats.items, 40);
-    assert!(stats.largest_batch <= 4, "{stats:?}");
-    drop(model);
+    let batching = BatchingConfig {
+        max_batch_size: 4,
+        ..BatchingConfig::default()
+    };
+    let (engine, model, mut gate) = gated_engine(batching, 2).await;
+    assert_eq!(gate.instances(), 2);
+    let (a, b) = (tiny_input(1, 0), tiny_input(1, 1));
+    let first = queue(&model, a.clone(), far());
+    let first_batch = gate.started().await;
+    // The first batch is still running: only a second instance can start this one.
+    let second = queue(&model, b.clone(), far());
+    let second_batch = gate.started().await;
+    // Each instance runs on a thread of its own, named after the version.
+    let mut threads = [first_batch.thread, second_batch.thread];
+    threads.sort();
+    assert_eq!(
+        threads,
+        [
+            Some("fovea-gated-v1".into()),
+            Some("fovea-gated-v1-1".into())
+        ]
+    );
+    gate.open();
+    assert_answers(first, &a).await;
+    assert_answers(second, &b).await;
+    assert_eq!(model.stats().items, 2);
     engine.shutdown().await;
-    // A scoped thread counts as joined when its closure returns; the OS thread
-    // leaves /proc a moment later, so its disappearance is waited for (bounded).
-    #[cfg(target_os = "linux")]
-    {
-        let stopped = Instant::now();
-        while thread_names().iter().any(|n| n.starts_with("fovea-twin")) {
-            assert!(
-                stopped.elapsed() < Duration::from_secs(5),
-                "inference threads outlived the engine: {:?}",
-                thread_names()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    // An instance drops its backend when it stops, so none outlived shutdown.
+    assert_eq!(gate.instances(), 0, "an instance outlived the engine");
 }
 
 #[tokio::test]
@@ -157,22 +249,32 @@ async fn zero_instances_is_a_config_error_naming_the_field() {
 
 #[tokio::test]
 async fn max_batch_size_is_never_exceeded() {
-    let (_root, engine) =
-        engine_with("[batching]\nmax_batch_size = 4\nmax_queue_delay_us = 50000").await;
-    let model = engine.model("tiny", None).unwrap();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let model = model.clone();
-            tokio::spawn(async move { model.infer(tiny_input(1, i), later(5000)).await })
-        })
+    let batching = BatchingConfig {
+        max_batch_size: 4,
+        ..BatchingConfig::default()
+    };
+    let (_engine, model, mut gate) = gated_engine(batching, 1).await;
+    let inputs: Vec<Tensor> = (0..20).map(|i| tiny_input(1, i)).collect();
+    let first = queue(&model, inputs[0].clone(), far());
+    assert_eq!(gate.started().await.size(), 1);
+    let rest: Vec<Answer> = inputs[1..]
+        .iter()
+        .map(|input| queue(&model, input.clone(), far()))
         .collect();
-    for task in tasks {
-        task.await.unwrap().unwrap();
+    gate.open();
+    // The 19 queued behind the first run as full batches of 4, then the 3 left.
+    for (index, size) in [4, 4, 4, 4, 3].into_iter().enumerate() {
+        assert_eq!(gate.started().await.size(), size, "batch {}", index + 1);
+    }
+    assert_answers(first, &inputs[0]).await;
+    for (answer, input) in rest.into_iter().zip(&inputs[1..]) {
+        assert_answers(answer, input).await;
     }
     let stats = model.stats();
-    assert_eq!(stats.items, 20);
-    assert_eq!(stats.largest_batch, 4, "{stats:?}");
-    assert!(stats.batches >= 5, "{stats:?}");
+    assert_eq!(
+        (stats.batches, stats.items, stats.largest_batch),
+        (6, 20, 4)
+    );
 }
 
 #[tokio::test]
@@ -202,55 +304,65 @@ async fn a_request_larger_than_max_batch_runs_alone_and_unsplit() {
 
 #[tokio::test]
 async fn preferred_batch_size_cuts_the_batch_before_the_delay() {
-    let (_root, engine) = engine_with(
-        "[batching]\nmax_batch_size = 8\npreferred_batch_sizes = [2]\nmax_queue_delay_us = 2000000",
-    )
-    .await;
-    let model = engine.model("tiny", None).unwrap();
-    let started = Instant::now();
-    let (a, b) = tokio::join!(
-        model.infer(tiny_input(1, 0), later(5000)),
-        model.infer(tiny_input(1, 1), later(5000))
-    );
-    a.unwrap();
-    b.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "waited for the full delay"
-    );
+    // A batcher that ignored the preferred size would wait out this delay
+    // and then run everything queued together; that size fails the test.
+    let batching = BatchingConfig {
+        max_batch_size: 8,
+        preferred_batch_sizes: vec![2],
+        max_queue_delay_us: 10_000_000,
+        ..BatchingConfig::default()
+    };
+    let (engine, model, mut gate) = gated_engine(batching, 1).await;
+    // Two rows make the preferred size alone: this batch starts at once.
+    let running = queue(&model, tiny_input(2, 0), far());
+    assert_eq!(gate.started().await.size(), 2);
+    let inputs: Vec<Tensor> = (1..4).map(|i| tiny_input(1, i)).collect();
+    let answers: Vec<Answer> = inputs
+        .iter()
+        .map(|input| queue(&model, input.clone(), far()))
+        .collect();
+    gate.release();
+    running.await.unwrap();
+    // Of the three queued, the next batch takes two and does not wait for the third.
+    assert_eq!(gate.started().await.size(), 2);
     assert_eq!(model.stats().largest_batch, 2);
+    // The third waits for company until the delay ends; shutdown runs it now.
+    gate.open();
+    engine.shutdown().await;
+    assert_eq!(gate.started().await.size(), 1);
+    for (answer, input) in answers.into_iter().zip(&inputs) {
+        assert_answers(answer, input).await;
+    }
 }
 
 #[tokio::test]
 async fn a_full_queue_refuses_at_once() {
-    let (_root, engine) = engine_with(
-        "[batching]\nmax_batch_size = 8\nqueue_capacity = 4\nmax_queue_delay_us = 1000000",
-    )
-    .await;
-    let model = engine.model("tiny", None).unwrap();
-    let waiting: Vec<_> = (0..4)
-        .map(|i| {
-            let model = model.clone();
-            tokio::spawn(async move { model.infer(tiny_input(1, i), later(10_000)).await })
-        })
+    let batching = BatchingConfig {
+        max_batch_size: 8,
+        queue_capacity: 4,
+        ..BatchingConfig::default()
+    };
+    let (_engine, model, mut gate) = gated_engine(batching, 1).await;
+    let running = queue(&model, tiny_input(1, 0), far());
+    assert_eq!(gate.started().await.size(), 1);
+    // A running batch has left the queue: four more requests fill it.
+    let waiting: Vec<Answer> = (1..5)
+        .map(|i| queue(&model, tiny_input(1, i), far()))
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let asked = Instant::now();
-    let error = model
-        .infer(tiny_input(1, 9), later(10_000))
-        .await
-        .unwrap_err();
-    assert!(
-        asked.elapsed() < Duration::from_millis(50),
-        "the refusal waited"
-    );
+    let mut refused = request(&model, tiny_input(1, 9), far());
+    // Answered on its first poll: the refusal waits for nothing.
+    let Poll::Ready(Err(error)) = poll_once(&mut refused) else {
+        panic!("a request beyond the queue's capacity was not refused at once");
+    };
     assert!(
         matches!(error, EngineError::QueueFull { capacity: 4, .. }),
         "{error}"
     );
     assert_eq!(error.kind(), ErrorKind::Unavailable);
-    for task in waiting {
-        task.await.unwrap().unwrap();
+    gate.open();
+    running.await.unwrap();
+    for answer in waiting {
+        answer.await.unwrap();
     }
     assert_eq!(model.stats().refused_queue_full, 1);
 }
@@ -282,33 +394,53 @@ async fn a_past_deadline_is_answered_without_running() {
 
 #[tokio::test]
 async fn a_deadline_that_passes_in_the_queue_is_dropped_before_inference() {
-    let (_root, engine) = engine_with("[batching]\nmax_queue_delay_us = 300000").await;
-    let model = engine.model("tiny", None).unwrap();
-    let error = model.infer(tiny_input(1, 0), later(50)).await.unwrap_err();
+    let (_engine, model, mut gate) = gated_engine(BatchingConfig::default(), 1).await;
+    let running = queue(&model, tiny_input(1, 0), far());
+    assert_eq!(gate.started().await.size(), 1);
+    // Admission refuses a deadline already past, so this one leaves time to
+    // be admitted (200 ms for the next statement), then passes while the
+    // request waits behind the running batch.
+    let expiring = queue(&model, tiny_input(1, 1), later(200));
+    let error = expiring.await.unwrap_err();
     assert!(matches!(error, EngineError::DeadlineExceeded), "{error}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let next = tiny_input(1, 2);
+    let after = queue(&model, next.clone(), far());
+    gate.open();
+    running.await.unwrap();
+    // Both were collected into the next batch; the expired one was dropped from it.
+    assert_eq!(
+        gate.started().await.input,
+        next,
+        "the expired request reached the backend"
+    );
+    assert_answers(after, &next).await;
     let stats = model.stats();
-    assert_eq!(stats.batches, 0, "the expired request ran: {stats:?}");
+    assert_eq!(stats.batches, 2, "{stats:?}");
+    // Counted once, when its caller stopped waiting, and not as cancelled.
     assert_eq!((stats.dropped_deadline, stats.dropped_cancelled), (1, 0));
 }
 
 #[tokio::test]
 async fn an_abandoned_request_is_dropped_before_inference_and_counted() {
-    let (_root, engine) = engine_with("[batching]\nmax_queue_delay_us = 300000").await;
-    let model = engine.model("tiny", None).unwrap();
-    let caller = {
-        let model = model.clone();
-        tokio::spawn(async move { model.infer(tiny_input(1, 0), later(5000)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    caller.abort();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let stats = model.stats();
+    let (_engine, model, mut gate) = gated_engine(BatchingConfig::default(), 1).await;
+    let running = queue(&model, tiny_input(1, 0), far());
+    assert_eq!(gate.started().await.size(), 1);
+    let abandoned = queue(&model, tiny_input(1, 1), far());
+    // The caller goes away while its request waits in the queue.
+    drop(abandoned);
+    let next = tiny_input(1, 2);
+    let after = queue(&model, next.clone(), far());
+    gate.open();
+    running.await.unwrap();
     assert_eq!(
-        (stats.batches, stats.dropped_cancelled),
-        (0, 1),
-        "{stats:?}"
+        gate.started().await.input,
+        next,
+        "the abandoned request reached the backend"
     );
+    assert_answers(after, &next).await;
+    let stats = model.stats();
+    assert_eq!(stats.batches, 2, "{stats:?}");
+    assert_eq!((stats.dropped_cancelled, stats.dropped_deadline), (1, 0));
 }
 
 #[tokio::test]
@@ -455,6 +587,39 @@ async fn a_single_file_is_served_as_version_one_named_after_the_file() {
 }
 
 #[tokio::test]
+async fn caller_built_backends_are_served_as_version_one_under_their_own_name() {
+    let (engine, model, gate) = gated_engine(BatchingConfig::default(), 1).await;
+    assert_eq!((model.name(), model.version()), ("gated", 1));
+    assert_eq!(model.num_classes(), CLASSES);
+    assert_eq!(model.backend_name(), "gated");
+    assert_eq!(engine.backend_name(), "gated");
+    gate.open();
+    let input = tiny_input(2, 0);
+    let output = model.infer(input.clone(), far()).await.unwrap();
+    assert_eq!(output, GatedBackend::logits(&input, CLASSES));
+}
+
+#[tokio::test]
+async fn a_caller_built_backend_is_checked_against_its_config() {
+    let gate = Gate::new(&[3, 32, 32], CLASSES);
+    let mut config = ModelConfig::image_classifier("input", "logits", PreprocessConfig::cifar10());
+    config.input.shape = vec![3, 64, 64];
+    let source = ModelSource::Backend {
+        config,
+        labels: Labels::cifar10(),
+        factory: gate.factory(),
+    };
+    let engine = Engine::start(source, options()).await.unwrap();
+    // Without a name in its config the model is called `model`.
+    let reason = failure_of(&engine, "model", 1);
+    assert!(
+        reason.contains("input.shape") && reason.contains("caller-built"),
+        "{reason}"
+    );
+    assert_eq!(engine.backend_name(), "none");
+}
+
+#[tokio::test]
 async fn a_missing_repository_is_an_error() {
     let result = Engine::start(
         ModelSource::Repository("/nonexistent/models".into()),
@@ -532,21 +697,28 @@ async fn hot_reload_serves_a_new_version_then_unloads_the_old_one() {
 
 #[tokio::test]
 async fn shutdown_answers_queued_requests_first() {
-    let (_root, engine) = engine_with("[batching]\nmax_queue_delay_us = 200000").await;
-    let model = engine.model("tiny", None).unwrap();
-    let queued = {
-        let model = model.clone();
-        tokio::spawn(async move { model.infer(tiny_input(1, 0), later(5000)).await })
+    let (engine, model, mut gate) = gated_engine(BatchingConfig::default(), 1).await;
+    let running = queue(&model, tiny_input(1, 0), far());
+    assert_eq!(gate.started().await.size(), 1);
+    let queued = queue(&model, tiny_input(1, 1), far());
+    let mut stopping = Box::pin(engine.shutdown());
+    assert!(
+        poll_once(&mut stopping).is_pending(),
+        "shutdown returned while a batch was running"
+    );
+    // Shutdown has begun: new work is refused, the queued request is still there.
+    let Poll::Ready(Err(error)) = poll_once(&mut request(&model, tiny_input(1, 2), far())) else {
+        panic!("a request was admitted after shutdown began");
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    engine.shutdown().await;
-    assert_eq!(queued.await.unwrap().unwrap().shape(), &[1, 10]);
+    assert!(matches!(error, EngineError::Unloading { .. }), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
+    gate.open();
+    stopping.await;
+    running.await.unwrap();
+    assert_eq!(queued.await.unwrap().shape(), &[1, CLASSES]);
     assert!(!engine.is_ready());
-    assert!(engine.model("tiny", None).is_err());
-    let error = model
-        .infer(tiny_input(1, 0), later(5000))
-        .await
-        .unwrap_err();
+    assert!(engine.model("gated", None).is_err());
+    let error = model.infer(tiny_input(1, 0), far()).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable);
 }
 

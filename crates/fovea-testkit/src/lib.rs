@@ -4,8 +4,15 @@
 //! with a printed reason on a user's machine; CI sets `FOVEA_REQUIRE_SHARED=1`
 //! and `FOVEA_REQUIRE_ORT=1`, and then the same absence fails the test, so
 //! nothing passes in CI by skipping.
+//!
+//! It also holds the test doubles they share: [`Gate`] and its
+//! [`GatedBackend`], a backend the test lets run batch by batch.
+
+mod gated;
 
 use std::path::{Path, PathBuf};
+
+pub use gated::{Batch, Gate, GatedBackend};
 
 /// Set in CI: a test that needs `../shared` fails when it is absent.
 pub const REQUIRE_SHARED: &str = "FOVEA_REQUIRE_SHARED";

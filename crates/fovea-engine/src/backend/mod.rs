@@ -11,6 +11,7 @@ mod tract;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use fovea_core::Tensor;
 
@@ -28,12 +29,39 @@ const TRACT_NAME: &str = "tract";
 /// Runs one model on batches of f32 tensors. Owned by one inference thread,
 /// hence `&mut self` and `Send` but not `Sync`.
 pub trait Backend: Send {
-    /// `"onnxruntime"` or `"tract"`.
+    /// `"onnxruntime"` or `"tract"` (or whatever a caller-built backend calls itself).
     fn name(&self) -> &'static str;
     /// Runs `input` ([n, ...item]) and returns the model's single output ([n, ...]).
     fn run(&mut self, input: &Tensor) -> Result<Tensor, BackendError>;
     /// The model's input and output as the backend sees them.
     fn signature(&self) -> &Signature;
+}
+
+/// Builds one instance of a backend the caller constructs itself, for
+/// [`ModelSource::Backend`](crate::ModelSource::Backend): called once per
+/// instance of the version, on its inference thread. Cheap to clone.
+#[derive(Clone)]
+pub struct BackendFactory(Arc<dyn Fn() -> Result<Box<dyn Backend>, BackendError> + Send + Sync>);
+
+impl BackendFactory {
+    /// Wraps `open`, which returns a fresh backend each time it is called.
+    pub fn new(
+        open: impl Fn() -> Result<Box<dyn Backend>, BackendError> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(open))
+    }
+
+    /// A new backend instance.
+    pub fn open(&self) -> Result<Box<dyn Backend>, BackendError> {
+        (self.0)()
+    }
+}
+
+// A closure has no Debug, and `ModelSource` (which holds a factory) derives it.
+impl fmt::Debug for BackendFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BackendFactory(..)")
+    }
 }
 
 /// A model's single input and output: names and shapes, `None` where a

@@ -84,6 +84,27 @@ pub async fn start_engine(repo: &Path, backend: BackendChoice) -> Engine {
     engine
 }
 
+/// An engine serving `gate`'s backend as the CIFAR-shaped model `gated`,
+/// 10 classes with the CIFAR labels; the gate is left for the test to hold.
+pub async fn start_gated_engine(gate: &fovea_testkit::Gate) -> Engine {
+    let mut config = fovea_core::ModelConfig::image_classifier(
+        "input",
+        "logits",
+        fovea_core::PreprocessConfig::cifar10(),
+    );
+    config.name = Some("gated".into());
+    let source = ModelSource::Backend {
+        config,
+        labels: fovea_core::Labels::cifar10(),
+        factory: gate.factory(),
+    };
+    let engine = Engine::start(source, EngineOptions::default())
+        .await
+        .unwrap();
+    assert!(engine.is_ready(), "statuses: {:?}", engine.statuses());
+    engine
+}
+
 /// A reqwest client (reqwest is built without a default TLS provider).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -99,6 +120,8 @@ pub struct TestServer {
     pub state: AppState,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Fires when the server has taken the shutdown signal.
+    shutdown_begun: Option<oneshot::Receiver<()>>,
     pub task: Option<JoinHandle<Result<(), ServerError>>>,
     _repo: Option<tempfile::TempDir>,
 }
@@ -115,12 +138,14 @@ impl TestServer {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let (begun_tx, begun_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(fovea_server::serve_on(
             listener,
             state.clone(),
             shutdown_timeout,
-            async {
+            async move {
                 let _ = rx.await;
+                let _ = begun_tx.send(());
             },
         ));
         Self {
@@ -129,6 +154,7 @@ impl TestServer {
             state,
             client: client(),
             shutdown: Some(tx),
+            shutdown_begun: Some(begun_rx),
             task: Some(task),
             _repo: repo,
         }
@@ -176,6 +202,15 @@ impl TestServer {
     pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+    }
+
+    /// Begins graceful shutdown and returns once the server has taken the
+    /// signal: from then on it accepts no connection and drains the others.
+    pub async fn shut_down(&mut self) {
+        self.begin_shutdown();
+        if let Some(begun) = self.shutdown_begun.take() {
+            let _ = begun.await;
         }
     }
 
