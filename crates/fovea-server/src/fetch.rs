@@ -33,6 +33,13 @@ pub struct UrlFetchConfig {
     pub max_bytes: usize,
     /// Redirects followed before giving up.
     pub max_redirects: usize,
+    /// Host names answered from this table instead of DNS and exempt from
+    /// the address policy, as if the operator vouched for them. Not on the
+    /// command line: it is the seam that lets tests stand an allowed
+    /// upstream on loopback while private addresses stay refused (the first
+    /// hop of a redirect to a refused address, a slow upstream). Only names
+    /// match, so an IP-literal URL is always checked. Empty by default.
+    pub trusted_hosts: Vec<(String, IpAddr)>,
 }
 
 impl Default for UrlFetchConfig {
@@ -44,6 +51,7 @@ impl Default for UrlFetchConfig {
             timeout: Duration::from_millis(defaults::URL_TIMEOUT_MS),
             max_bytes: defaults::URL_MAX_BYTES,
             max_redirects: defaults::URL_MAX_REDIRECTS,
+            trusted_hosts: Vec::new(),
         }
     }
 }
@@ -272,6 +280,7 @@ fn forbidden_v6(ip: Ipv6Addr, allow_private: bool) -> Option<&'static str> {
 #[derive(Debug, Clone)]
 struct GuardedResolver {
     allow_private: bool,
+    trusted: Arc<[(String, IpAddr)]>,
 }
 
 /// Marker error from [`GuardedResolver`], found again in reqwest's error chain.
@@ -317,7 +326,17 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         let host = name.as_str().to_string();
+        let trusted: Vec<SocketAddr> = self
+            .trusted
+            .iter()
+            .filter(|(trusted, _)| trusted.eq_ignore_ascii_case(&host))
+            .map(|(_, ip)| SocketAddr::new(*ip, 0))
+            .collect();
         Box::pin(async move {
+            if !trusted.is_empty() {
+                let addrs: Addrs = Box::new(trusted.into_iter());
+                return Ok(addrs);
+            }
             let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
             let allowed = filter_addresses(&host, resolved, allow_private)?;
             let addrs: Addrs = Box::new(allowed.into_iter());
@@ -355,6 +374,7 @@ impl UrlFetcher {
             .tls_backend_preconfigured(tls)
             .dns_resolver(GuardedResolver {
                 allow_private: config.allow_private,
+                trusted: config.trusted_hosts.clone().into(),
             })
             // A proxy would connect on our behalf to an address we never checked.
             .no_proxy()
@@ -648,6 +668,26 @@ mod tests {
             blocked.to_string(),
             "URL host `rebind.example`: every address it resolves to is refused \
              (link-local address 169.254.169.254 is refused)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trusted_name_is_answered_unfiltered_and_other_names_are_not() {
+        let resolver = GuardedResolver {
+            allow_private: false,
+            trusted: vec![("upstream.test".to_string(), ip("127.0.0.1"))].into(),
+        };
+        let resolve = |name: &str| resolver.resolve(name.parse().unwrap());
+        let addrs: Vec<SocketAddr> = resolve("Upstream.test").await.unwrap().collect();
+        assert_eq!(addrs, vec![SocketAddr::new(ip("127.0.0.1"), 0)]);
+        // localhost is in every hosts file: resolved by the system, filtered.
+        let err = resolve("localhost").await.err().unwrap();
+        let blocked = err.downcast_ref::<Blocked>().expect("a Blocked error");
+        assert!(
+            blocked
+                .reason
+                .contains("loopback address 127.0.0.1 is refused"),
+            "{blocked}"
         );
     }
 
