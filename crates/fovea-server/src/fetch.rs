@@ -33,6 +33,13 @@ pub struct UrlFetchConfig {
     pub max_bytes: usize,
     /// Redirects followed before giving up.
     pub max_redirects: usize,
+    /// Host names answered from this table instead of DNS and exempt from
+    /// the address policy, as if the operator vouched for them. Not on the
+    /// command line: it is the seam that lets tests stand an allowed
+    /// upstream on loopback while private addresses stay refused (the first
+    /// hop of a redirect to a refused address, a slow upstream). Only names
+    /// match, so an IP-literal URL is always checked. Empty by default.
+    pub trusted_hosts: Vec<(String, IpAddr)>,
 }
 
 impl Default for UrlFetchConfig {
@@ -44,6 +51,7 @@ impl Default for UrlFetchConfig {
             timeout: Duration::from_millis(defaults::URL_TIMEOUT_MS),
             max_bytes: defaults::URL_MAX_BYTES,
             max_redirects: defaults::URL_MAX_REDIRECTS,
+            trusted_hosts: Vec::new(),
         }
     }
 }
@@ -60,8 +68,9 @@ pub enum FetchError {
     /// A scheme other than http or https.
     #[error("URL scheme `{0}` is not allowed; use http or https")]
     Scheme(String),
-    /// The host is, or resolves only to, an address the policy forbids.
-    #[error("URL host `{host}` is not allowed: {reason}")]
+    /// The host is, or resolves only to, an address the policy forbids;
+    /// `reason` names the rule and the address.
+    #[error("URL host `{host}`: {reason}")]
     ForbiddenAddress { host: String, reason: String },
     /// More redirects than allowed.
     #[error("more than {0} redirects")]
@@ -117,12 +126,47 @@ impl FoveaError for FetchError {
     }
 }
 
-/// Why `ip` may not be fetched from, or `None` when it may.
-pub fn forbidden_reason(ip: IpAddr, allow_private: bool) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4, allow_private),
-        IpAddr::V6(v6) => forbidden_v6(v6, allow_private),
+/// Why an address may not be fetched from: the rule that refuses it and,
+/// for an IPv6 address that carries an IPv4 one, the address it was judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The address as it would be connected to.
+    pub addr: IpAddr,
+    /// The refusing rule, e.g. "loopback" or "link-local".
+    pub rule: &'static str,
+    /// How the IPv4 address is carried (e.g. "IPv4-mapped") and which it is.
+    pub embedded: Option<(&'static str, Ipv4Addr)>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.embedded {
+            None => write!(f, "{} address {} is refused", self.rule, self.addr),
+            Some((how, v4)) => write!(
+                f,
+                "{} address {v4} ({how} as {}) is refused",
+                self.rule, self.addr
+            ),
+        }
     }
+}
+
+/// Why `ip` may not be fetched from, or `None` when it may.
+pub fn forbidden_reason(ip: IpAddr, allow_private: bool) -> Option<Refusal> {
+    let (rule, embedded) = match ip {
+        IpAddr::V4(v4) => (forbidden_v4(v4, allow_private)?, None),
+        // An address that reaches an IPv4 host is judged as that host, or
+        // [::ffff:127.0.0.1] would be loopback under another name.
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some((how, v4)) => (forbidden_v4(v4, allow_private)?, Some((how, v4))),
+            None => (forbidden_v6(v6, allow_private)?, None),
+        },
+    };
+    Some(Refusal {
+        addr: ip,
+        rule,
+        embedded,
+    })
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
@@ -132,9 +176,11 @@ fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
 
 fn forbidden_v4(ip: Ipv4Addr, allow_private: bool) -> Option<&'static str> {
     // Always refused: never a legitimate image host, and 169.254.169.254 is
-    // the cloud metadata service, the classic SSRF target.
+    // the cloud metadata service, the classic SSRF target. 0.0.0.0 comes
+    // before 0/8 because connecting to it reaches this host.
     const ALWAYS: &[([u8; 4], u32, &str)] = &[
-        ([0, 0, 0, 0], 8, "unspecified (\"this network\")"),
+        ([0, 0, 0, 0], 32, "unspecified"),
+        ([0, 0, 0, 0], 8, "this-network (0.0.0.0/8)"),
         ([169, 254, 0, 0], 16, "link-local"),
         ([224, 0, 0, 0], 4, "multicast"),
         ([240, 0, 0, 0], 4, "reserved or broadcast"),
@@ -163,37 +209,42 @@ fn forbidden_v4(ip: Ipv4Addr, allow_private: bool) -> Option<&'static str> {
         .map(|(_, _, why)| *why)
 }
 
-fn forbidden_v6(ip: Ipv6Addr, allow_private: bool) -> Option<&'static str> {
+/// The IPv4 address an IPv6 address leads to, and the form that carries it:
+/// the kernel connects IPv4-mapped ones over IPv4, translators (NAT64,
+/// SIIT) and tunnels (6to4, IPv4-compatible) deliver the others there.
+fn embedded_v4(ip: Ipv6Addr) -> Option<(&'static str, Ipv4Addr)> {
     let segments = ip.segments();
-    // Addresses that carry an IPv4 address are judged by that address:
-    // mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64 (64:ff9b::/96).
+    let octets = ip.octets();
+    let last32 = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
     if let Some(v4) = ip.to_ipv4_mapped() {
-        return forbidden_v4(v4, allow_private);
+        return Some(("IPv4-mapped", v4));
     }
-    if segments[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_unspecified() && !ip.is_loopback() {
-        let octets = ip.octets();
-        return forbidden_v4(
-            Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]),
-            allow_private,
-        );
-    }
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let octets = ip.octets();
-        return forbidden_v4(
-            Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]),
-            allow_private,
-        );
+    match segments[..6] {
+        [0, 0, 0, 0, 0xffff, 0] => return Some(("IPv4-translated", last32)),
+        [0x64, 0xff9b, 0, 0, 0, 0] => return Some(("NAT64", last32)),
+        // :: and ::1 are IPv6's own unspecified and loopback addresses.
+        [0, 0, 0, 0, 0, 0] if !ip.is_unspecified() && !ip.is_loopback() => {
+            return Some(("IPv4-compatible", last32));
+        }
+        _ => {}
     }
     if segments[0] == 0x2002 {
-        // 6to4 embeds the IPv4 address in the next 32 bits.
-        let octets = ip.octets();
-        return forbidden_v4(
-            Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]),
-            allow_private,
-        );
+        let v4 = Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]);
+        return Some(("6to4", v4));
     }
+    None
+}
+
+fn forbidden_v6(ip: Ipv6Addr, allow_private: bool) -> Option<&'static str> {
+    let segments = ip.segments();
     if ip.is_unspecified() {
         return Some("unspecified");
+    }
+    if segments[..3] == [0x64, 0xff9b, 1] {
+        // Local-use NAT64 (RFC 8215) puts the IPv4 address wherever the
+        // operator's prefix length says, so it cannot be located and checked
+        // (it may be the metadata service): refused even for intranets.
+        return Some("local-use NAT64 (64:ff9b:1::/48)");
     }
     if segments[0] & 0xffc0 == 0xfe80 {
         return Some("link-local");
@@ -229,11 +280,12 @@ fn forbidden_v6(ip: Ipv6Addr, allow_private: bool) -> Option<&'static str> {
 #[derive(Debug, Clone)]
 struct GuardedResolver {
     allow_private: bool,
+    trusted: Arc<[(String, IpAddr)]>,
 }
 
 /// Marker error from [`GuardedResolver`], found again in reqwest's error chain.
 #[derive(Debug, thiserror::Error)]
-#[error("{host} resolves only to refused addresses ({reason})")]
+#[error("URL host `{host}`: {reason}")]
 struct Blocked {
     host: String,
     reason: String,
@@ -250,14 +302,17 @@ fn filter_addresses(
     for addr in addrs {
         match forbidden_reason(addr.ip(), allow_private) {
             None => allowed.push(addr),
-            Some(why) => reasons.push(format!("{}: {why}", addr.ip())),
+            Some(refusal) => reasons.push(refusal.to_string()),
         }
     }
     if allowed.is_empty() {
         let reason = if reasons.is_empty() {
-            "no addresses".to_string()
+            "it resolves to no address".to_string()
         } else {
-            reasons.join(", ")
+            format!(
+                "every address it resolves to is refused ({})",
+                reasons.join(", ")
+            )
         };
         return Err(Blocked {
             host: host.to_string(),
@@ -271,7 +326,17 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         let host = name.as_str().to_string();
+        let trusted: Vec<SocketAddr> = self
+            .trusted
+            .iter()
+            .filter(|(trusted, _)| trusted.eq_ignore_ascii_case(&host))
+            .map(|(_, ip)| SocketAddr::new(*ip, 0))
+            .collect();
         Box::pin(async move {
+            if !trusted.is_empty() {
+                let addrs: Addrs = Box::new(trusted.into_iter());
+                return Ok(addrs);
+            }
             let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
             let allowed = filter_addresses(&host, resolved, allow_private)?;
             let addrs: Addrs = Box::new(allowed.into_iter());
@@ -309,6 +374,7 @@ impl UrlFetcher {
             .tls_backend_preconfigured(tls)
             .dns_resolver(GuardedResolver {
                 allow_private: config.allow_private,
+                trusted: config.trusted_hosts.clone().into(),
             })
             // A proxy would connect on our behalf to an address we never checked.
             .no_proxy()
@@ -478,6 +544,11 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
+            "0.1.2.3",
+            "::7f00:1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:ff::808:808",
         ] {
             assert!(forbidden_reason(ip(addr), false).is_some(), "{addr}");
         }
@@ -492,6 +563,9 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "::ffff:0:808:808",
+            "64:ff9b::808:808",
+            "2002:808:808::",
         ] {
             assert_eq!(forbidden_reason(ip(addr), false), None, "{addr}");
         }
@@ -520,6 +594,61 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_forms_that_carry_an_ipv4_address_are_judged_by_it() {
+        for (addr, how) in [
+            ("::ffff:127.0.0.1", "IPv4-mapped"),
+            ("::ffff:7f00:1", "IPv4-mapped"),
+            ("::ffff:0:7f00:1", "IPv4-translated"),
+            ("64:ff9b::7f00:1", "NAT64"),
+            ("::7f00:1", "IPv4-compatible"),
+            ("2002:7f00:1::", "6to4"),
+        ] {
+            let refusal = forbidden_reason(ip(addr), false).expect(addr);
+            assert_eq!(refusal.rule, "loopback", "{addr}");
+            assert_eq!(refusal.embedded, Some((how, Ipv4Addr::LOCALHOST)), "{addr}");
+        }
+        // The IPv4 rule decides, so the private-address switch applies as
+        // it does to the IPv4 address itself.
+        assert_eq!(forbidden_reason(ip("64:ff9b::a00:1"), true), None);
+        assert!(forbidden_reason(ip("64:ff9b::a9fe:a9fe"), true).is_some());
+    }
+
+    #[test]
+    fn local_use_nat64_is_refused_even_for_intranets() {
+        // Its embedded address cannot be located, so a public-looking tail
+        // proves nothing.
+        for addr in ["64:ff9b:1::808:808", "64:ff9b:1::7f00:1"] {
+            let refusal = forbidden_reason(ip(addr), true).expect(addr);
+            assert_eq!(refusal.rule, "local-use NAT64 (64:ff9b:1::/48)");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_rule_and_the_address() {
+        let cases = [
+            ("127.0.0.1", "loopback address 127.0.0.1 is refused"),
+            ("0.0.0.0", "unspecified address 0.0.0.0 is refused"),
+            ("::", "unspecified address :: is refused"),
+            (
+                "169.254.169.254",
+                "link-local address 169.254.169.254 is refused",
+            ),
+            (
+                "::ffff:7f00:1",
+                "loopback address 127.0.0.1 (IPv4-mapped as ::ffff:127.0.0.1) is refused",
+            ),
+            (
+                "64:ff9b::a9fe:a9fe",
+                "link-local address 169.254.169.254 (NAT64 as 64:ff9b::a9fe:a9fe) is refused",
+            ),
+        ];
+        for (addr, message) in cases {
+            let refusal = forbidden_reason(ip(addr), false).expect(addr);
+            assert_eq!(refusal.to_string(), message);
+        }
+    }
+
+    #[test]
     fn resolver_keeps_only_allowed_addresses() {
         let addrs = [
             SocketAddr::new(ip("10.0.0.5"), 80),
@@ -535,7 +664,31 @@ mod tests {
         // the metadata address. The check runs on the answer, not the name.
         let addrs = [SocketAddr::new(ip("169.254.169.254"), 80)];
         let blocked = filter_addresses("rebind.example", addrs, false).unwrap_err();
-        assert!(blocked.reason.contains("link-local"), "{}", blocked.reason);
+        assert_eq!(
+            blocked.to_string(),
+            "URL host `rebind.example`: every address it resolves to is refused \
+             (link-local address 169.254.169.254 is refused)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trusted_name_is_answered_unfiltered_and_other_names_are_not() {
+        let resolver = GuardedResolver {
+            allow_private: false,
+            trusted: vec![("upstream.test".to_string(), ip("127.0.0.1"))].into(),
+        };
+        let resolve = |name: &str| resolver.resolve(name.parse().unwrap());
+        let addrs: Vec<SocketAddr> = resolve("Upstream.test").await.unwrap().collect();
+        assert_eq!(addrs, vec![SocketAddr::new(ip("127.0.0.1"), 0)]);
+        // localhost is in every hosts file: resolved by the system, filtered.
+        let err = resolve("localhost").await.err().unwrap();
+        let blocked = err.downcast_ref::<Blocked>().expect("a Blocked error");
+        assert!(
+            blocked
+                .reason
+                .contains("loopback address 127.0.0.1 is refused"),
+            "{blocked}"
+        );
     }
 
     #[test]
@@ -544,9 +697,10 @@ mod tests {
             "http://127.0.0.1:8080/a.jpg",
             "http://[::1]/a.jpg",
             "http://169.254.169.254/latest/meta-data",
-            "http://2130706433/",
-            "http://0x7f.1/",
             "http://[::ffff:7f00:1]/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[::]/",
+            "http://0.0.0.0/",
         ] {
             let url = Url::parse(url).unwrap();
             assert!(
@@ -557,6 +711,46 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn every_spelling_of_an_ipv4_host_is_checked_as_the_address_it_names() {
+        // The WHATWG parser reads these as IPv4 (not as domain names that
+        // would skip the literal check), and reqwest connects to the
+        // address parsed, so the address checked is the one connected.
+        for text in [
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0x7f.1/",
+            "http://017700000001/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://127.0.0.1./",
+            "http://%31%32%37.0.0.1/",
+            "http://127\u{3002}0\u{3002}0\u{3002}1/",
+            "http://public@127.0.0.1/",
+            "http://public:pw@127.0.0.1/",
+            "http://127.0.0.1#@public/",
+        ] {
+            let url = Url::parse(text).unwrap();
+            assert_eq!(
+                url.host(),
+                Some(url::Host::Ipv4(Ipv4Addr::LOCALHOST)),
+                "{text}"
+            );
+            let err = check_url(&url, false).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "URL host `127.0.0.1`: loopback address 127.0.0.1 is refused",
+                "{text}"
+            );
+        }
+        // A backslash ends the authority in http(s) URLs: the host is
+        // `public`, and `@127.0.0.1` is path, so it is `public` that is
+        // resolved, checked and connected.
+        let url = Url::parse("http://public\\@127.0.0.1/").unwrap();
+        assert_eq!(url.host_str(), Some("public"));
+        assert_eq!(url.path(), "/@127.0.0.1/");
     }
 
     #[test]

@@ -5,9 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::io::ErrorKind as IoErrorKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
+use axum::extract::Query;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use base64::Engine as _;
@@ -38,6 +41,12 @@ async fn upstream() -> SocketAddr {
                 Redirect::temporary("http://[::ffff:169.254.169.254]/latest/meta-data/")
             }),
         )
+        .route(
+            "/redirect",
+            get(|Query(query): Query<HashMap<String, String>>| async move {
+                Redirect::temporary(query.get("to").map_or("/", String::as_str))
+            }),
+        )
         .route("/loop", get(|| async { Redirect::temporary("/loop") }))
         .route(
             "/missing",
@@ -61,6 +70,77 @@ async fn black_hole() -> SocketAddr {
         }
     });
     addr
+}
+
+/// Listeners on 127.0.0.1 and [::1], on one port, that fovea must never
+/// reach while private addresses are refused. Nothing accepts in a task: the
+/// kernel queues every completed handshake, and `connections` drains that
+/// queue, so a connection made before an answer was sent is always counted.
+struct Tripwire {
+    v4: std::net::TcpListener,
+    v6: std::net::TcpListener,
+}
+
+impl Tripwire {
+    fn new() -> Self {
+        loop {
+            let v4 = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let port = v4.local_addr().unwrap().port();
+            let v6 = match std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, port)) {
+                Ok(v6) => v6,
+                // Another socket holds this port on ::1; draw another.
+                Err(e) if e.kind() == IoErrorKind::AddrInUse => continue,
+                Err(e) => panic!("binding [::1]:{port}: {e}"),
+            };
+            v4.set_nonblocking(true).unwrap();
+            v6.set_nonblocking(true).unwrap();
+            return Self { v4, v6 };
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.v4.local_addr().unwrap().port()
+    }
+
+    /// Connections made to either listener since the last call.
+    fn connections(&self) -> usize {
+        let mut count = 0;
+        for listener in [&self.v4, &self.v6] {
+            loop {
+                match listener.accept() {
+                    Ok(_) => count += 1,
+                    Err(e) if e.kind() == IoErrorKind::WouldBlock => break,
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+        }
+        count
+    }
+}
+
+/// URL fetching under the default policy (private addresses refused, as
+/// without `--allow-private-urls`), with `trusted` names answered as the
+/// given addresses: the only way to stand an allowed upstream on loopback.
+fn default_url_policy(trusted: &[(&str, IpAddr)]) -> impl FnOnce(&mut ServerConfig) {
+    let trusted = trusted
+        .iter()
+        .map(|(name, ip)| (name.to_string(), *ip))
+        .collect();
+    move |config| {
+        config.url_fetch.enabled = true;
+        config.url_fetch.timeout = Duration::from_millis(300);
+        config.url_fetch.trusted_hosts = trusted;
+    }
+}
+
+const LOOPBACK_V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const LOOPBACK_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// Asserts a policy refusal whose message names the rule and the address.
+fn assert_refused_by(reply: &Reply, url: &str, rule: &str) {
+    assert_eq!(reply.expect_error(422), "url_address_refused", "{url}");
+    let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(rule), "{url}: {message}");
 }
 
 fn url_fetch_on(config: &mut ServerConfig) {
@@ -477,6 +557,208 @@ async fn loopback_private_and_metadata_urls_are_refused_by_default() {
         let reply = server.post_json(&json!({ "url": url })).await;
         assert_eq!(reply.expect_error(422), "url_address_refused", "{url}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tripwire_counts_a_connection_fovea_is_allowed_to_make() {
+    // The control for the tests below: were fovea to connect, they would see it.
+    let tripwire = Tripwire::new();
+    let port = tripwire.port();
+    let server = TestServer::start(default_url_policy(&[
+        ("tripwire.test", LOOPBACK_V4),
+        ("tripwire6.test", LOOPBACK_V6),
+    ]))
+    .await;
+    for host in ["tripwire.test", "tripwire6.test"] {
+        let url = format!("http://{host}:{port}/img.png");
+        let reply = server.post_json(&json!({ "url": url })).await;
+        // The tripwire never answers, so the fetch runs out of time.
+        assert_eq!(reply.expect_error(504), "url_timeout", "{url}");
+    }
+    assert_eq!(tripwire.connections(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_a_refused_address_is_refused_without_a_connection() {
+    let tripwire = Tripwire::new();
+    let port = tripwire.port();
+    // `public` is trusted and leads to the tripwire: a check fooled into
+    // judging it, rather than the host the URL really names, would pass and
+    // connect.
+    let server = TestServer::start(default_url_policy(&[("public", LOOPBACK_V4)])).await;
+    let loopback = "loopback address 127.0.0.1 is refused";
+    let mapped = "loopback address 127.0.0.1 (IPv4-mapped as ::ffff:127.0.0.1) is refused";
+    let cases = [
+        (format!("http://2130706433:{port}/"), loopback),
+        (format!("http://0x7f.1:{port}/"), loopback),
+        (format!("http://017700000001:{port}/"), loopback),
+        (format!("http://127.1:{port}/"), loopback),
+        (format!("http://[::ffff:127.0.0.1]:{port}/"), mapped),
+        (format!("http://[::ffff:7f00:1]:{port}/"), mapped),
+        (
+            format!("http://[::ffff:0:7f00:1]:{port}/"),
+            "loopback address 127.0.0.1 (IPv4-translated as ::ffff:0:7f00:1) is refused",
+        ),
+        (
+            format!("http://[64:ff9b::7f00:1]:{port}/"),
+            "loopback address 127.0.0.1 (NAT64 as 64:ff9b::7f00:1) is refused",
+        ),
+        (
+            format!("http://[64:ff9b:1::7f00:1]:{port}/"),
+            "local-use NAT64 (64:ff9b:1::/48) address 64:ff9b:1::7f00:1 is refused",
+        ),
+        (
+            format!("http://[::]:{port}/"),
+            "unspecified address :: is refused",
+        ),
+        (
+            format!("http://0.0.0.0:{port}/"),
+            "unspecified address 0.0.0.0 is refused",
+        ),
+        (
+            format!("http://[::1]:{port}/"),
+            "loopback address ::1 is refused",
+        ),
+        (format!("http://public@127.0.0.1:{port}/"), loopback),
+        (format!("http://127.0.0.1:{port}#@public/"), loopback),
+    ];
+    for (url, rule) in cases {
+        let reply = server.post_json(&json!({ "url": url })).await;
+        assert_refused_by(&reply, &url, rule);
+    }
+    assert_eq!(tripwire.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_to_loopback_is_refused_without_a_connection() {
+    let tripwire = Tripwire::new();
+    let url = format!("http://localhost:{}/img.png", tripwire.port());
+    let server = TestServer::start(default_url_policy(&[])).await;
+    let reply = server.post_json(&json!({ "url": url })).await;
+    assert_refused_by(
+        &reply,
+        &url,
+        "URL host `localhost`: every address it resolves to is refused",
+    );
+    assert_refused_by(&reply, &url, "loopback address 127.0.0.1 is refused");
+    assert_eq!(tripwire.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backslash_ends_the_host_so_the_host_before_it_is_the_one_fetched() {
+    // `\` is `/` in an http URL: the host is `public` (the upstream here)
+    // and `@127.0.0.1:…` is path. A parser that read it as userinfo would
+    // send the fetch to the tripwire instead.
+    let tripwire = Tripwire::new();
+    let upstream = upstream().await;
+    let server = TestServer::start(default_url_policy(&[("public", LOOPBACK_V4)])).await;
+    let url = format!(
+        "http://public:{}\\@127.0.0.1:{}/",
+        upstream.port(),
+        tripwire.port()
+    );
+    let reply = server.post_json(&json!({ "url": url })).await;
+    // The upstream has no `/@127.0.0.1:…/`: its 404 proves where the fetch went.
+    assert_eq!(reply.expect_error(422), "url_upstream_status", "{url}");
+    assert_eq!(
+        reply.body["error"]["message"],
+        "upstream answered 404 Not Found"
+    );
+    assert_eq!(tripwire.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_from_an_allowed_host_to_a_refused_one_is_refused_without_a_connection() {
+    let tripwire = Tripwire::new();
+    let port = tripwire.port();
+    let upstream = upstream().await;
+    let server = TestServer::start(default_url_policy(&[("allowed.test", LOOPBACK_V4)])).await;
+    let via_allowed = |to: &str| {
+        let mut url =
+            reqwest::Url::parse(&format!("http://allowed.test:{}/redirect", upstream.port()))
+                .unwrap();
+        url.query_pairs_mut().append_pair("to", to);
+        url.to_string()
+    };
+    // The first hop is allowed, and so is a redirect that stays on it.
+    let reply = server
+        .post_json(&json!({ "url": via_allowed("/img.png") }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let loopback = "loopback address 127.0.0.1 is refused";
+    for (to, rule) in [
+        (format!("http://127.0.0.1:{port}/"), loopback),
+        (format!("http://0x7f.1:{port}/"), loopback),
+        (format!("http://public@127.0.0.1:{port}/"), loopback),
+        (
+            format!("http://[::ffff:7f00:1]:{port}/"),
+            "loopback address 127.0.0.1 (IPv4-mapped as ::ffff:127.0.0.1) is refused",
+        ),
+        (
+            format!("http://localhost:{port}/"),
+            "URL host `localhost`: every address it resolves to is refused (loopback address 127.0.0.1 is refused",
+        ),
+    ] {
+        let url = via_allowed(&to);
+        let reply = server.post_json(&json!({ "url": url })).await;
+        assert_refused_by(&reply, &url, rule);
+    }
+    assert_eq!(tripwire.connections(), 0);
+}
+
+/// An allowed upstream that answers headers at once, then a body of which
+/// it sends one byte every 10 ms: never idle, never finished.
+async fn trickle() -> SocketAddr {
+    use tokio::io::AsyncWriteExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let head =
+                    "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: 100000\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut ticks = tokio::time::interval(Duration::from_millis(10));
+                // Until fovea gives up and closes the connection.
+                loop {
+                    ticks.tick().await;
+                    if socket.write_all(&[0]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_is_cut_off_at_the_total_time_cap() {
+    // An idle or per-read timeout would never fire on a body that keeps
+    // arriving; only a cap on the whole fetch ends it.
+    let slow = trickle().await;
+    let server = TestServer::start(default_url_policy(&[("slow.test", LOOPBACK_V4)])).await;
+    let url = format!("http://slow.test:{}/img.png", slow.port());
+    let started = Instant::now();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        server.post_json(&json!({ "url": url })),
+    )
+    .await
+    .expect("the fetch was not cut off");
+    assert_eq!(reply.expect_error(504), "url_timeout");
+    assert_eq!(
+        reply.body["error"]["message"],
+        "upstream did not answer within 300ms"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
