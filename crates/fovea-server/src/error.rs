@@ -336,42 +336,6 @@ impl FoveaError for ServerError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_kind_has_its_documented_status() {
-        let table = [
-            (ErrorKind::InvalidInput, 400),
-            (ErrorKind::TooLarge, 413),
-            (ErrorKind::UnsupportedMediaType, 415),
-            (ErrorKind::NotFound, 404),
-            (ErrorKind::Refused, 422),
-            (ErrorKind::Unauthenticated, 401),
-            (ErrorKind::RateLimited, 429),
-            (ErrorKind::Unavailable, 503),
-            (ErrorKind::Timeout, 504),
-            (ErrorKind::Internal, 500),
-        ];
-        for (kind, status) in table {
-            assert_eq!(status_for(kind).as_u16(), status, "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn every_kind_has_its_grpc_code() {
-        let table = [
-            (ErrorKind::InvalidInput, tonic::Code::InvalidArgument),
-            (ErrorKind::TooLarge, tonic::Code::ResourceExhausted),
-            (ErrorKind::RateLimited, tonic::Code::ResourceExhausted),
-            (ErrorKind::Unauthenticated, tonic::Code::Unauthenticated),
-            (ErrorKind::NotFound, tonic::Code::NotFound),
-            (ErrorKind::Unavailable, tonic::Code::Unavailable),
-            (ErrorKind::Timeout, tonic::Code::DeadlineExceeded),
-            (ErrorKind::Internal, tonic::Code::Internal),
-        ];
-        for (kind, code) in table {
-            assert_eq!(grpc_code_for(kind), code, "{kind:?}");
-        }
-    }
-
     #[tokio::test]
     async fn protocol_errors_are_a_bare_message_string() {
         let error = ApiError::new(ErrorKind::NotFound, "model_not_found", "no model x");
