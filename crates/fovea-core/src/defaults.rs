@@ -47,3 +47,10 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 pub const MAX_CONNECTIONS: usize = 4096;
 /// How often the API keys file is checked for changes, in seconds.
 pub const KEYS_POLL_SECS: u64 = 5;
+/// A request's headers must arrive within this many seconds (also the idle
+/// time after which a keep-alive connection is closed).
+pub const HEADER_READ_TIMEOUT_SECS: u64 = 30;
+/// A request's whole body must arrive within this many seconds.
+pub const BODY_READ_TIMEOUT_SECS: u64 = 60;
+/// gRPC calls one HTTP/2 connection may have open at once.
+pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 128;

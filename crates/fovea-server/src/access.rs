@@ -45,6 +45,14 @@ pub struct AccessConfig {
     pub max_connections: usize,
     /// How often the keys file is checked for changes.
     pub keys_poll_interval: Duration,
+    /// A request's headers must arrive within this (also the idle time after
+    /// which a keep-alive connection is closed).
+    pub header_read_timeout: Duration,
+    /// A request's whole body must arrive within this.
+    pub body_read_timeout: Duration,
+    /// gRPC calls one HTTP/2 connection may have open at once (streams
+    /// beyond it wait in the client: what stops one connection's flood).
+    pub grpc_max_concurrent_streams: u32,
 }
 
 impl Default for AccessConfig {
@@ -59,6 +67,9 @@ impl Default for AccessConfig {
             max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
             max_connections: defaults::MAX_CONNECTIONS,
             keys_poll_interval: Duration::from_secs(defaults::KEYS_POLL_SECS),
+            header_read_timeout: Duration::from_secs(defaults::HEADER_READ_TIMEOUT_SECS),
+            body_read_timeout: Duration::from_secs(defaults::BODY_READ_TIMEOUT_SECS),
+            grpc_max_concurrent_streams: defaults::GRPC_MAX_CONCURRENT_STREAMS,
         }
     }
 }
@@ -193,6 +204,26 @@ impl Access {
     /// Open connections allowed per listener.
     pub fn max_connections(&self) -> usize {
         self.config.max_connections.max(1)
+    }
+
+    /// The timeouts of HTTP connections.
+    pub fn connection_timeouts(&self) -> crate::listener::ConnectionTimeouts {
+        crate::listener::ConnectionTimeouts {
+            header_read: self
+                .config
+                .header_read_timeout
+                .max(Duration::from_millis(1)),
+        }
+    }
+
+    /// gRPC calls one connection may have open at once.
+    pub fn grpc_max_concurrent_streams(&self) -> u32 {
+        self.config.grpc_max_concurrent_streams.max(1)
+    }
+
+    /// How long a request's body may take to arrive.
+    pub fn body_read_timeout(&self) -> Duration {
+        self.config.body_read_timeout.max(Duration::from_millis(1))
     }
 
     /// Whether API keys are required.

@@ -256,6 +256,15 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
 /// framing, bad query string, ...) into the JSON error shape, keeping the
 /// status class axum chose but never letting a client mistake become a 5xx.
 pub fn from_rejection(status: StatusCode, message: String) -> ApiError {
+    // The body deadline (lib.rs, limit_body_time) surfaces as a body that
+    // failed to arrive; its error is known only by its text.
+    if message.contains(BODY_DEADLINE_MESSAGE) {
+        return ApiError::new(
+            ErrorKind::InvalidInput,
+            "body_timeout",
+            "the request body did not arrive in time (--body-read-timeout-secs)",
+        );
+    }
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(ErrorKind::TooLarge, "body_too_large", message)
@@ -270,6 +279,9 @@ pub fn from_rejection(status: StatusCode, message: String) -> ApiError {
         _ => ApiError::invalid("invalid_request", message),
     }
 }
+
+/// What tower-http's body deadline says when it fires.
+const BODY_DEADLINE_MESSAGE: &str = "data was not received within the designated timeout";
 
 macro_rules! rejection_into_api_error {
     ($($rejection:ty),* $(,)?) => {$(

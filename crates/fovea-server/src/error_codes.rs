@@ -74,6 +74,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         TooLarge,
         "The body exceeds `--max-body-bytes`",
     ),
+    code(
+        "body_timeout",
+        InvalidInput,
+        "The request body did not arrive within `--body-read-timeout-secs` (a client trickling it)",
+    ),
     code("route_not_found", NotFound, "No such route"),
     ErrorCode {
         code: "method_not_allowed",

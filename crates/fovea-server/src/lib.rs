@@ -30,7 +30,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
-use axum::serve::ListenerExt;
 use fovea_core::defaults;
 use fovea_engine::Engine;
 use futures_util::StreamExt;
@@ -176,6 +175,10 @@ pub fn router(state: AppState) -> Router {
                     body_limit,
                     refuse_oversized_body,
                 ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.access().body_read_timeout(),
+                    limit_body_time,
+                ))
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
 }
@@ -214,6 +217,19 @@ async fn refuse_oversized_body(
         }
         _ => next.run(request).await,
     }
+}
+
+/// Gives a request's whole body `timeout` to arrive: a client trickling it
+/// byte by byte (slow-loris) is cut off, its handler answering
+/// `body_timeout`, instead of holding a connection and a request slot for ever.
+async fn limit_body_time(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let request = request
+        .map(|body| axum::body::Body::new(tower_http::timeout::DeadlineBody::new(timeout, body)));
+    next.run(request).await
 }
 
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -266,16 +282,10 @@ pub async fn serve_on(
         },
         shutdown_timeout,
     );
-    // tap_io gives the capped listener axum's ConnectInfo<SocketAddr>.
-    let listener =
-        listener::Limited::new(listener, state.access().max_connections()).tap_io(|_| {});
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
+    let listener = listener::Limited::new(listener, state.access().max_connections());
+    let timeouts = state.access().connection_timeouts();
     tokio::select! {
-        result = server.into_future() => result.map_err(ServerError::Serve)?,
+        () = listener::serve_http(listener, app, timeouts, signal) => {}
         () = deadline => tracing::warn!(
             "in-flight requests still running after {shutdown_timeout:?}; stopping anyway"
         ),

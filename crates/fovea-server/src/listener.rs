@@ -1,7 +1,10 @@
-//! Listeners that hold at most `--max-connections` connections open: each
+//! Connections: listeners that hold at most `--max-connections` open (each
 //! accepted connection carries a permit until it closes, and while none is
 //! free the listener stops accepting, so further clients wait in the
-//! kernel's accept queue instead of costing fovea memory and descriptors.
+//! kernel's accept queue instead of costing fovea memory and descriptors),
+//! and the HTTP connection loop with the timeouts hostile clients need
+//! (axum::serve has none: a client trickling its headers, or idling on a
+//! keep-alive connection, would hold its connection for ever).
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,10 +12,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use futures_util::Stream;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
 
 /// A connection holding one of its listener's permits.
 pub struct Permitted {
@@ -143,4 +153,64 @@ pub fn incoming(
         };
         Some((Ok(accepted), (listener, permits)))
     })
+}
+
+/// Timeouts on HTTP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTimeouts {
+    /// A request's headers must arrive within this, counted from when the
+    /// connection is ready for the request: so it also closes keep-alive
+    /// connections idle for this long.
+    pub header_read: Duration,
+}
+
+/// Serves `app` on `listener` until `signal` resolves; then stops accepting
+/// (new connections are refused), closes idle connections, lets the others
+/// finish their requests and returns when they have.
+pub async fn serve_http(
+    mut listener: Limited,
+    app: axum::Router,
+    timeouts: ConnectionTimeouts,
+    signal: impl std::future::Future<Output = ()> + Send,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .keep_alive(true);
+    // CONNECT is how WebSockets travel over HTTP/2.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
+    let graceful = GracefulShutdown::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = &mut signal => break,
+        };
+        let service =
+            app.clone()
+                .map_request(move |request: http::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    // Dropping the listener closes the socket: new connections are refused.
+    drop(listener);
+    graceful.shutdown().await;
 }

@@ -234,6 +234,16 @@ pub struct ServeArgs {
     /// Open connections per listener (HTTP and gRPC each); more wait to be accepted.
     #[arg(long, env = "FOVEA_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_connections: usize,
+    /// A request's headers must arrive within this many seconds; also how long
+    /// an idle keep-alive connection is kept (slow-loris headers, idle floods).
+    #[arg(long, env = "FOVEA_HEADER_READ_TIMEOUT_SECS", default_value_t = defaults::HEADER_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+    /// A request's whole body must arrive within this many seconds (slow-loris bodies).
+    #[arg(long, env = "FOVEA_BODY_READ_TIMEOUT_SECS", default_value_t = defaults::BODY_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_secs: u64,
+    /// gRPC calls one HTTP/2 connection may have open at once (more wait in the client).
+    #[arg(long, env = "FOVEA_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = defaults::GRPC_MAX_CONCURRENT_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_concurrent_streams: u32,
 }
 
 /// Where gRPC listens, if anywhere.

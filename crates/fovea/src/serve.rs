@@ -53,6 +53,9 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
             trusted_proxies: args.trusted_proxies.clone(),
             max_concurrent_requests: args.max_concurrent_requests,
             max_connections: args.max_connections,
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
+            grpc_max_concurrent_streams: args.grpc_max_concurrent_streams,
             ..AccessConfig::default()
         },
     }

@@ -62,6 +62,11 @@ pub async fn serve_grpc_on(
     let incoming = crate::listener::incoming(listener, state_access.max_connections());
     let (signal, deadline) = crate::shutdown_with_deadline(shutdown, shutdown_timeout);
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(state_access.grpc_max_concurrent_streams()))
+        // A client that stops answering HTTP/2 pings is gone: its connection
+        // (and permit) is released rather than held for ever.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // Keys and rates on every call of every service, before it is decoded.
         .layer(tonic::service::InterceptorLayer::new(
             move |request: tonic::Request<()>| access.check_grpc(request),
