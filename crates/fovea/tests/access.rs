@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ use fovea_proto::tensorflow::serving::{GetModelStatusRequest, ModelSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const KEYS: &str = "# test keys\nalice:alice-secret-1\nbob:bob-secret-2\n";
 
@@ -23,28 +21,6 @@ fn keys_file(text: &str) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), text).unwrap();
     file
-}
-
-async fn with_grpc(server: &TestServer) -> SocketAddr {
-    let listener = fovea_server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(fovea_server::serve_grpc_on(
-        listener,
-        server.state.clone(),
-        Duration::from_secs(1),
-        std::future::pending(),
-    ));
-    addr
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -122,8 +98,8 @@ async fn keys_are_required_everywhere_but_the_probes_in_each_protocols_form() {
     }
 
     // gRPC: both services check the `authorization` metadata.
-    let grpc = with_grpc(&server).await;
-    let mut kserve = GrpcInferenceServiceClient::new(channel(grpc).await);
+    let grpc = server.grpc().await;
+    let mut kserve = GrpcInferenceServiceClient::new(grpc.clone());
     let refused = kserve.server_live(ServerLiveRequest {}).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
     let mut live = tonic::Request::new(ServerLiveRequest {});
@@ -131,7 +107,7 @@ async fn keys_are_required_everywhere_but_the_probes_in_each_protocols_form() {
         .insert("authorization", "Bearer bob-secret-2".parse().unwrap());
     assert!(kserve.server_live(live).await.unwrap().into_inner().live);
 
-    let mut tf = ModelServiceClient::new(channel(grpc).await);
+    let mut tf = ModelServiceClient::new(grpc);
     let refused = tf.get_model_status(status_request()).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
     let mut request = status_request();
@@ -237,8 +213,8 @@ async fn each_key_has_its_own_bucket_and_overdrawing_it_is_429_with_retry_after(
     assert_eq!(get(&server, "/api/v1/models", &bob).await.status(), 200);
 
     // gRPC draws from the same bucket: RESOURCE_EXHAUSTED.
-    let grpc = with_grpc(&server).await;
-    let mut kserve = GrpcInferenceServiceClient::new(channel(grpc).await);
+    let grpc = server.grpc().await;
+    let mut kserve = GrpcInferenceServiceClient::new(grpc.clone());
     let mut live = tonic::Request::new(ServerLiveRequest {});
     live.metadata_mut()
         .insert("authorization", "Bearer alice-secret-1".parse().unwrap());

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Reply, TestServer, png};
@@ -26,22 +24,7 @@ use tonic::transport::Channel;
 const CLASSES: usize = 10;
 
 async fn grpc_of(server: &TestServer) -> GrpcInferenceServiceClient<Channel> {
-    let listener = fovea_server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(fovea_server::serve_grpc_on(
-        listener,
-        server.state.clone(),
-        Duration::from_secs(1),
-        std::future::pending(),
-    ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    GrpcInferenceServiceClient::new(channel)
+    GrpcInferenceServiceClient::new(server.grpc().await)
 }
 
 /// A ModelInfer of encoded images as one BYTES input.

@@ -5,8 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -65,27 +63,10 @@ fn assert_close(a: &[f32], b: &[f32]) {
 }
 
 /// Starts the HTTP test server and a gRPC server over the same state.
-async fn start() -> (TestServer, SocketAddr) {
+async fn start() -> (TestServer, Channel) {
     let server = TestServer::start(|_| {}).await;
-    let listener = fovea_server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let grpc = listener.local_addr().unwrap();
-    tokio::spawn(fovea_server::serve_grpc_on(
-        listener,
-        server.state.clone(),
-        Duration::from_secs(1),
-        std::future::pending(),
-    ));
+    let grpc = server.grpc().await;
     (server, grpc)
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 async fn post_raw(server: &TestServer, path: &str, body: Vec<u8>, header: Option<usize>) -> Reply {
@@ -193,7 +174,7 @@ async fn kserve_rest_errors_are_bare_strings_with_fitting_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kserve_grpc_raw_and_typed_inputs_match_rest_and_errors_have_status_codes() {
     let (server, grpc) = start().await;
-    let mut client = GrpcInferenceServiceClient::new(channel(grpc).await);
+    let mut client = GrpcInferenceServiceClient::new(grpc.clone());
     assert!(
         client
             .server_live(ServerLiveRequest {})
@@ -297,7 +278,7 @@ fn predict_request(model: &str, proto: TensorProto) -> PredictRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tf_grpc_predict_status_and_errors() {
     let (server, grpc) = start().await;
-    let mut client = PredictionServiceClient::new(channel(grpc).await);
+    let mut client = PredictionServiceClient::new(grpc.clone());
     let tensor = input_tensor(1);
     let answer = client
         .predict(predict_request("tiny", tf::tensor_to_proto(&tensor)))
@@ -367,7 +348,7 @@ async fn tf_grpc_predict_status_and_errors() {
         Code::InvalidArgument
     );
 
-    let mut models = ModelServiceClient::new(channel(grpc).await);
+    let mut models = ModelServiceClient::new(grpc.clone());
     let status = models
         .get_model_status(GetModelStatusRequest {
             model_spec: Some(ModelSpec {
@@ -576,7 +557,7 @@ async fn every_protocol_reports_the_stages_a_request_passed_through() {
     refused.expect_error(400);
     assert!(refused.headers.get("server-timing").is_none());
 
-    let mut tf_grpc = PredictionServiceClient::new(channel(grpc).await);
+    let mut tf_grpc = PredictionServiceClient::new(grpc.clone());
     let answer = tf_grpc
         .predict(predict_request(
             "tiny",
@@ -586,7 +567,7 @@ async fn every_protocol_reports_the_stages_a_request_passed_through() {
         .unwrap();
     assert_eq!(metadata_stages(answer.metadata()), tensor_stages);
 
-    let mut kserve_grpc = GrpcInferenceServiceClient::new(channel(grpc).await);
+    let mut kserve_grpc = GrpcInferenceServiceClient::new(grpc.clone());
     let image = png(4);
     let answer = kserve_grpc
         .model_infer(ModelInferRequest {

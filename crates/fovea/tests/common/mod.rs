@@ -182,6 +182,26 @@ impl TestServer {
         Self::serve(state, Some(repo), config.shutdown_timeout).await
     }
 
+    /// Serves gRPC (both services) over this server's state on
+    /// 127.0.0.1:0, until the test ends; returns a channel to it.
+    pub async fn grpc(&self) -> tonic::transport::Channel {
+        let listener = fovea_server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(fovea_server::serve_grpc_on(
+            listener,
+            self.state.clone(),
+            Duration::from_secs(1),
+            std::future::pending(),
+        ));
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     /// The Prometheus exposition text of `/metrics`.
     pub async fn scrape_metrics(&self) -> String {
         self.client
