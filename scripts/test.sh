@@ -8,7 +8,8 @@
 #      and the Kubernetes/KServe manifests of deploy/k8s validated offline;
 #   5. the container image (deploy/Dockerfile) built and run with podman;
 #   6. the demo page in headless Chromium (Playwright driving the system browser);
-#   7. the REST API against its own OpenAPI document, with schemathesis.
+#   7. the REST API against its own OpenAPI document, with schemathesis;
+#   8. a two-minute soak of every protocol with a reload midway (scripts/soak.py).
 # ONNX Runtime and the Python clients are installed into ./.venv on first use,
 # PyTorch's wheel (libtorch, for the trainer) into a shared cache venv
 # (scripts/ensure-torch.sh).
@@ -53,3 +54,9 @@ FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/ui -q -p no
 #    schemathesis against a real fovea serve: no 5xx, documented statuses,
 #    content types and bodies.
 FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python -m pytest tests/openapi -q -p no:cacheprovider
+# 8. soak: a real fovea serve under mixed good and bad traffic on every
+#    protocol for two minutes, a version added and the old one removed midway;
+#    fails on any unexpected answer or on RSS/descriptor growth past its bounds
+#    (FOVEA_SOAK_MINUTES to change the length; the 30-minute figures are in
+#    BENCHMARKS.md).
+FOVEA_BIN="$target_dir/debug/fovea" .venv/bin/python scripts/soak.py --minutes "${FOVEA_SOAK_MINUTES:-2}" --json "$target_dir/soak.json" > /dev/null

@@ -71,6 +71,19 @@ struct Shared {
     dropped_deadline: AtomicU64,
     dropped_cancelled: AtomicU64,
     metrics: Metrics,
+    entry: Mutex<Entry>,
+}
+
+/// The way into the queue. Closing a version stops admissions at once but
+/// keeps the way open for requests admitted already (still decoding): they
+/// are queued and answered, and the sender goes, letting the thread drain
+/// and exit, only when the last of them is queued or gives up. Otherwise a
+/// request admitted just before a reload unloads its version would fail.
+struct Entry {
+    sender: Option<mpsc::Sender<Request>>,
+    closing: bool,
+    /// Slots handed out and neither submitted nor dropped.
+    admitted: usize,
 }
 
 /// Metric handles, labelled once with model and version when the version
@@ -124,6 +137,26 @@ impl Shared {
         self.dropped_deadline.fetch_add(1, Ordering::Relaxed);
         self.metrics.dropped_deadline.increment(1);
     }
+
+    fn entry(&self) -> std::sync::MutexGuard<'_, Entry> {
+        self.entry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot was submitted or dropped: the version may now finish closing.
+    fn end_admission(&self) {
+        let mut entry = self.entry();
+        entry.admitted -= 1;
+        if entry.closing && entry.admitted == 0 {
+            entry.sender = None;
+        }
+    }
+
+    fn unloading(&self) -> EngineError {
+        EngineError::Unloading {
+            model: self.model.clone(),
+            version: self.version,
+        }
+    }
 }
 
 /// Room in a version's queue held for a request that is still being
@@ -150,14 +183,13 @@ impl Drop for Slot {
         if self.items > 0 {
             self.shared.release(self.items);
         }
+        self.shared.end_admission();
     }
 }
 
 /// The async side of a batcher: admits requests into the queue.
 pub(crate) struct Batcher {
     shared: std::sync::Arc<Shared>,
-    /// `None` once closed; taking it lets the thread drain and exit.
-    sender: Mutex<Option<mpsc::Sender<Request>>>,
 }
 
 /// An inference thread's side: the receiving end and the shared counters.
@@ -171,6 +203,7 @@ pub(crate) struct Worker {
 
 /// A connected batcher and worker for one model version.
 pub(crate) fn channel(model: &str, version: u64, capacity: usize) -> (Batcher, Worker) {
+    let (sender, receiver) = mpsc::channel();
     let shared = std::sync::Arc::new(Shared {
         model: model.to_string(),
         version,
@@ -183,12 +216,15 @@ pub(crate) fn channel(model: &str, version: u64, capacity: usize) -> (Batcher, W
         dropped_deadline: AtomicU64::new(0),
         dropped_cancelled: AtomicU64::new(0),
         metrics: Metrics::new(model, version),
+        entry: Mutex::new(Entry {
+            sender: Some(sender),
+            closing: false,
+            admitted: 0,
+        }),
     });
-    let (sender, receiver) = mpsc::channel();
     (
         Batcher {
             shared: shared.clone(),
-            sender: Mutex::new(Some(sender)),
         },
         Worker {
             shared,
@@ -220,6 +256,14 @@ impl Batcher {
             });
         match admitted {
             Ok(before) => {
+                let mut entry = shared.entry();
+                if entry.closing || entry.sender.is_none() {
+                    drop(entry);
+                    shared.release(items);
+                    return Err(shared.unloading());
+                }
+                entry.admitted += 1;
+                drop(entry);
                 shared.metrics.queue_depth.set((before + items) as f64);
                 Ok(Slot {
                     shared: shared.clone(),
@@ -260,8 +304,11 @@ impl Batcher {
             enqueued: Instant::now(),
             reply,
         };
-        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        match sender.as_ref().map(|s| s.send(request)) {
+        let entry = self.shared.entry();
+        let sent = entry.sender.as_ref().map(|s| s.send(request));
+        // The slot's drop (below, or the caller's) takes the entry lock.
+        drop(entry);
+        match sent {
             Some(Ok(())) => {
                 // The worker releases the room when it cuts the batch.
                 slot.items = 0;
@@ -272,20 +319,19 @@ impl Batcher {
         }
     }
 
-    /// Stops admitting; the thread finishes what is queued, then exits.
+    /// Stops admitting; requests admitted already are still queued, and the
+    /// thread finishes everything queued, then exits.
     pub(crate) fn close(&self) {
-        self.sender
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let mut entry = self.shared.entry();
+        entry.closing = true;
+        if entry.admitted == 0 {
+            entry.sender = None;
+        }
     }
 
     /// The error for a request that the version can no longer serve.
     pub(crate) fn unloading(&self) -> EngineError {
-        EngineError::Unloading {
-            model: self.shared.model.clone(),
-            version: self.shared.version,
-        }
+        self.shared.unloading()
     }
 
     /// Counts a request that expired while its caller waited for the reply.

@@ -723,6 +723,31 @@ async fn shutdown_answers_queued_requests_first() {
 }
 
 #[tokio::test]
+async fn a_request_admitted_before_its_version_closes_is_still_answered() {
+    // Admitted while decoding (as the pipeline does): the version closing
+    // meanwhile (a reload unloading it, or shutdown) must not fail it.
+    let (engine, model, gate) = gated_engine(BatchingConfig::default(), 1).await;
+    gate.open();
+    let admitted = model.admit(1, far()).unwrap();
+    let mut stopping = Box::pin(engine.shutdown());
+    assert!(
+        poll_once(&mut stopping).is_pending(),
+        "shutdown returned while an admitted request was still decoding"
+    );
+    let Poll::Ready(Err(error)) = poll_once(&mut request(&model, tiny_input(1, 2), far())) else {
+        panic!("a request was admitted after shutdown began");
+    };
+    assert!(matches!(error, EngineError::Unloading { .. }), "{error}");
+    let input = tiny_input(1, 1);
+    assert_eq!(
+        admitted.infer(input.clone()).await.unwrap(),
+        GatedBackend::logits(&input, CLASSES)
+    );
+    stopping.await;
+    assert!(!engine.is_ready());
+}
+
+#[tokio::test]
 async fn the_bundled_model_loads_with_cifar10_labels_and_preprocessing() {
     // Copied alone, so that models added to models/ later do not slow this down.
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/resnet18-cifar10");
