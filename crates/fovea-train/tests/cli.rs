@@ -102,7 +102,7 @@ fn train_eval_and_export_run_end_to_end_from_the_command_line() {
         "16",
     ])
     .unwrap();
-    let versions = fovea_engine::model_versions(&std::path::Path::new(&repo).join("tiny")).unwrap();
+    let versions = fovea_engine::version_dirs(&std::path::Path::new(&repo).join("tiny")).unwrap();
     assert_eq!(versions, vec![1, 2]);
     let int8 = std::fs::read(format!("{repo}/tiny/2/model.onnx")).unwrap();
     assert!(fovea_quantize::is_quantized(&int8).unwrap());
