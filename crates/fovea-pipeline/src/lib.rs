@@ -240,12 +240,7 @@ impl Pipeline {
         input: ModelInput,
         deadline: Instant,
     ) -> Result<Inference, PipelineError> {
-        if let ModelInput::Images(images) = &input {
-            if images.is_empty() {
-                return Err(PipelineError::NoImage);
-            }
-            require_images(model)?;
-        }
+        // `run` refuses an empty request and images for a tensor model.
         self.run(model, input.into_items(), deadline).await
     }
 

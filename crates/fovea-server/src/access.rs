@@ -328,7 +328,8 @@ impl Access {
                     self.config.rate_limit.map_or(0, NonZeroU32::get)
                 ),
             )
-            .retry_after(seconds.max(1))
+            // ApiError answers at least 1 s for a rate limit.
+            .retry_after(seconds)
         })
     }
 
