@@ -112,17 +112,34 @@ pub fn tensor_from_proto(
     f32_tensor(name, shape, data)
 }
 
-/// Decodes every input of a PredictRequest-style map, in name order.
+/// Decodes every input of a PredictRequest-style map, in name order. The
+/// element limit holds for all inputs together: TensorFlow's fill rule lets
+/// a few bytes declare a full tensor, so a request of many small inputs
+/// would otherwise expand each of them to the limit.
 pub fn tensors_from_map<'a>(
     inputs: impl IntoIterator<Item = (&'a String, &'a TensorProto)>,
     max_elements: usize,
 ) -> Result<Vec<(String, TensorValue)>, ProtoError> {
-    let mut out = inputs
+    let mut inputs: Vec<_> = inputs.into_iter().collect();
+    // Name order also makes which input is refused independent of the map's order.
+    inputs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut total = 0usize;
+    inputs
         .into_iter()
-        .map(|(name, proto)| Ok((name.clone(), tensor_from_proto(name, proto, max_elements)?)))
-        .collect::<Result<Vec<_>, ProtoError>>()?;
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+        .map(|(name, proto)| {
+            // Counted from the shape before the values are expanded.
+            let dims = proto_dims(name, proto.tensor_shape.as_ref())?;
+            let (_, n) = checked_shape(name, &dims, max_elements)?;
+            total = total.saturating_add(n);
+            if total > max_elements {
+                return Err(ProtoError::TooManyElementsInTotal {
+                    elements: total,
+                    limit: max_elements,
+                });
+            }
+            Ok((name.clone(), tensor_from_proto(name, proto, max_elements)?))
+        })
+        .collect()
 }
 
 /// Encodes an f32 tensor as `DT_FLOAT` with `float_val`, exactly as TF Serving
@@ -666,6 +683,29 @@ mod tests {
             out.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    #[test]
+    fn filled_inputs_share_one_element_limit() {
+        // Each input alone is within the limit; the fill rule would expand
+        // these few bytes to twice the limit if each had its own.
+        let mut one = shaped(DataType::DtFloat, &[600]);
+        one.float_val = vec![1.0];
+        let map = HashMap::from([("a".to_string(), one.clone()), ("b".to_string(), one)]);
+        let err = tensors_from_map(&map, 1000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProtoError::TooManyElementsInTotal {
+                    elements: 1200,
+                    limit: 1000
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.code(), "tensor_too_large");
+        assert_eq!(err.kind(), fovea_core::ErrorKind::TooLarge);
+        assert_eq!(tensors_from_map(&map, 1200).unwrap().len(), 2);
     }
 
     #[test]
