@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::kserve::{self, Kind, positive_count};
-use crate::value::{RawType, checked_shape, exact_f32, f32_tensor, narrow_f64};
+use crate::value::{RawType, checked_shape, exact_f32, f32_tensor, json_f32};
 use crate::{BytesTensor, ProtoError, TensorValue};
 
 /// HTTP header giving the length of the JSON part of a binary-extension body.
@@ -245,16 +245,26 @@ pub fn decode_tensor(tensor: &RestTensor, max_elements: usize) -> Result<TensorV
     };
     let (shape, n) = checked_shape(name, &tensor.shape, max_elements)?;
     let kind = kserve::kind_of(name, &tensor.datatype)?;
-    let mut flat = Vec::with_capacity(n);
-    flatten(name, json, n, &mut flat)?;
-    if flat.len() != n {
+    // The declared shape is only a claim: the values are counted before any
+    // buffer is sized by it, so a few bytes declaring a huge shape cost no
+    // memory (the count stops one past `n`).
+    let given = count_leaves(json, n);
+    if given > n {
+        return Err(ProtoError::InvalidData {
+            name: name.to_string(),
+            reason: format!("more than {n} values for the declared shape"),
+        });
+    }
+    if given < n {
         return Err(ProtoError::ElementCount {
             name: name.to_string(),
             shape,
             expected: n,
-            actual: flat.len(),
+            actual: given,
         });
     }
+    let mut flat = Vec::with_capacity(n);
+    flatten(json, &mut flat);
     let wrong = |v: &Value, want: &str| ProtoError::InvalidData {
         name: name.to_string(),
         reason: format!("{} data must be {want}, got {v}", tensor.datatype),
@@ -277,17 +287,19 @@ pub fn decode_tensor(tensor: &RestTensor, max_elements: usize) -> Result<TensorV
             );
             let data = flat
                 .into_iter()
-                .map(|v| {
-                    if float {
-                        v.as_f64()
-                            .ok_or_else(|| wrong(v, "numbers"))
-                            .and_then(|f| narrow_f64(name, f))
-                    } else if let Some(i) = v.as_i64() {
-                        exact_f32(name, i)
-                    } else if let Some(u) = v.as_u64() {
-                        exact_f32(name, u)
-                    } else {
-                        Err(wrong(v, "integers"))
+                .map(|v| match v {
+                    // A number in a float tensor follows the one f32 rule
+                    // (crate::value): integer literals exactly, others rounded.
+                    Value::Number(number) if float => json_f32(name, number),
+                    _ if float => Err(wrong(v, "numbers")),
+                    _ => {
+                        if let Some(i) = v.as_i64() {
+                            exact_f32(name, i)
+                        } else if let Some(u) = v.as_u64() {
+                            exact_f32(name, u)
+                        } else {
+                            Err(wrong(v, "integers"))
+                        }
                     }
                 })
                 .collect::<Result<Vec<f32>, _>>()?;
@@ -296,29 +308,31 @@ pub fn decode_tensor(tensor: &RestTensor, max_elements: usize) -> Result<TensorV
     }
 }
 
-/// Collects the leaves of a (possibly nested) JSON array, stopping early once
-/// more than `limit` leaves are found so that oversized data is not walked.
-fn flatten<'a>(
-    name: &str,
-    v: &'a Value,
-    limit: usize,
-    out: &mut Vec<&'a Value>,
-) -> Result<(), ProtoError> {
+/// The number of leaves of a (possibly nested) JSON array, counting no
+/// further than `limit + 1`: enough to tell "exactly `limit`" from "more"
+/// without walking oversized data.
+fn count_leaves(v: &Value, limit: usize) -> usize {
     match v {
         Value::Array(items) => {
+            let mut count = 0usize;
             for item in items {
-                flatten(name, item, limit, out)?;
+                count += count_leaves(item, limit - count);
+                if count > limit {
+                    break;
+                }
             }
+            count
         }
+        _ => 1,
+    }
+}
+
+/// Collects the leaves of a (possibly nested) JSON array in row-major order.
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
         leaf => out.push(leaf),
     }
-    if out.len() > limit {
-        return Err(ProtoError::InvalidData {
-            name: name.to_string(),
-            reason: format!("more than {limit} values for the declared shape"),
-        });
-    }
-    Ok(())
 }
 
 /// Whether an output should be returned binary: its own `binary_data`
@@ -600,6 +614,87 @@ mod tests {
         );
         let req = parse_infer_request(&long, None).unwrap();
         assert!(decode_tensor(&req.inputs[0], MAX).is_err());
+    }
+
+    fn json_input(json: &'static str) -> RestTensor {
+        let req = parse_infer_request(&Bytes::from_static(json.as_bytes()), None).unwrap();
+        req.inputs.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_huge_declared_shape_with_few_values_is_refused_before_allocating() {
+        // 2^40 elements: a buffer sized by the shape (8 TiB of value
+        // references) would abort the process; counting the one value first
+        // refuses the request for what it is.
+        let t = json_input(
+            r#"{"inputs":[{"name":"a","shape":[1099511627776],"datatype":"FP32","data":[1]}]}"#,
+        );
+        let err = decode_tensor(&t, usize::MAX).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProtoError::ElementCount {
+                    expected: 1_099_511_627_776,
+                    actual: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.code(), "shape_mismatch");
+    }
+
+    #[test]
+    fn values_beyond_the_declared_shape_are_refused() {
+        let t = json_input(
+            r#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","data":[[1,2],[3,4],[5]]}]}"#,
+        );
+        let err = decode_tensor(&t, MAX).unwrap_err();
+        assert!(
+            matches!(&err, ProtoError::InvalidData { reason, .. } if reason.contains("more than 2")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fp32_json_integer_literals_must_be_exact_in_f32() {
+        let t = json_input(
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[16777217]}]}"#,
+        );
+        let err = decode_tensor(&t, MAX).unwrap_err();
+        assert!(matches!(err, ProtoError::NotRepresentable { .. }), "{err}");
+        assert_eq!(err.code(), "value_not_representable");
+        let t = json_input(
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP64","data":[18446744073709551615]}]}"#,
+        );
+        assert!(matches!(
+            decode_tensor(&t, MAX),
+            Err(ProtoError::NotRepresentable { .. })
+        ));
+        let t = json_input(
+            r#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","data":[33554432,-255]}]}"#,
+        );
+        assert_eq!(
+            decode_tensor(&t, MAX).unwrap(),
+            TensorValue::F32(Tensor::new(vec![2], vec![33_554_432.0, -255.0]).unwrap())
+        );
+    }
+
+    #[test]
+    fn fp32_json_decimals_are_rounded_and_refused_only_outside_f32_range() {
+        let t = json_input(
+            r#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","data":[16777217.0,0.1]}]}"#,
+        );
+        assert_eq!(
+            decode_tensor(&t, MAX).unwrap(),
+            TensorValue::F32(Tensor::new(vec![2], vec![16_777_216.0, 0.1]).unwrap())
+        );
+        let t =
+            json_input(r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP16","data":[1e39]}]}"#);
+        assert!(matches!(
+            decode_tensor(&t, MAX),
+            Err(ProtoError::NotRepresentable { .. })
+        ));
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub enum ProtoError {
         elements: usize,
         limit: usize,
     },
+    /// A request whose tensors (or Classify examples) are each within the
+    /// limit but together exceed it: TensorFlow's fill rule and a shared
+    /// Classify context let a few bytes declare many values.
+    #[error("the request decodes to {elements} values in total; the limit is {limit}")]
+    TooManyElementsInTotal { elements: usize, limit: usize },
     /// A tensor with elements but no values at all.
     #[error("tensor '{name}': no values given for shape {shape:?}")]
     MissingData { name: String, shape: Vec<usize> },
@@ -94,7 +99,9 @@ pub enum ProtoError {
 impl FoveaError for ProtoError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ProtoError::TooManyElements { .. } => ErrorKind::TooLarge,
+            ProtoError::TooManyElements { .. } | ProtoError::TooManyElementsInTotal { .. } => {
+                ErrorKind::TooLarge
+            }
             _ => ErrorKind::InvalidInput,
         }
     }
@@ -106,7 +113,9 @@ impl FoveaError for ProtoError {
             ProtoError::ElementCount { .. } => "shape_mismatch",
             ProtoError::ByteLength { .. } => "byte_length_mismatch",
             ProtoError::NotRepresentable { .. } => "value_not_representable",
-            ProtoError::TooManyElements { .. } => "tensor_too_large",
+            ProtoError::TooManyElements { .. } | ProtoError::TooManyElementsInTotal { .. } => {
+                "tensor_too_large"
+            }
             ProtoError::MissingData { .. } => "missing_tensor_data",
             ProtoError::InvalidData { .. } => "invalid_tensor_data",
             ProtoError::Truncated { .. } => "truncated_payload",

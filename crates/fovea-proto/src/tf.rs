@@ -112,17 +112,34 @@ pub fn tensor_from_proto(
     f32_tensor(name, shape, data)
 }
 
-/// Decodes every input of a PredictRequest-style map, in name order.
+/// Decodes every input of a PredictRequest-style map, in name order. The
+/// element limit holds for all inputs together: TensorFlow's fill rule lets
+/// a few bytes declare a full tensor, so a request of many small inputs
+/// would otherwise expand each of them to the limit.
 pub fn tensors_from_map<'a>(
     inputs: impl IntoIterator<Item = (&'a String, &'a TensorProto)>,
     max_elements: usize,
 ) -> Result<Vec<(String, TensorValue)>, ProtoError> {
-    let mut out = inputs
+    let mut inputs: Vec<_> = inputs.into_iter().collect();
+    // Name order also makes which input is refused independent of the map's order.
+    inputs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut total = 0usize;
+    inputs
         .into_iter()
-        .map(|(name, proto)| Ok((name.clone(), tensor_from_proto(name, proto, max_elements)?)))
-        .collect::<Result<Vec<_>, ProtoError>>()?;
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+        .map(|(name, proto)| {
+            // Counted from the shape before the values are expanded.
+            let dims = proto_dims(name, proto.tensor_shape.as_ref())?;
+            let (_, n) = checked_shape(name, &dims, max_elements)?;
+            total = total.saturating_add(n);
+            if total > max_elements {
+                return Err(ProtoError::TooManyElementsInTotal {
+                    elements: total,
+                    limit: max_elements,
+                });
+            }
+            Ok((name.clone(), tensor_from_proto(name, proto, max_elements)?))
+        })
+        .collect()
 }
 
 /// Encodes an f32 tensor as `DT_FLOAT` with `float_val`, exactly as TF Serving
@@ -221,8 +238,15 @@ pub enum ExampleValue {
 
 /// Extracts one value per Classify/Regress example. The feature is the first
 /// of `keys` present (example first, then the shared context); when none is
-/// present and the example has exactly one feature, that one is used.
-pub fn example_values(input: &Input, keys: &[&str]) -> Result<Vec<ExampleValue>, ProtoError> {
+/// present and the example has exactly one feature, that one is used. At
+/// most `max_elements` values in all (an image counts as one): a context
+/// feature is copied into every example that uses it, so a small request
+/// could otherwise ask for examples × context values.
+pub fn example_values(
+    input: &Input,
+    keys: &[&str],
+    max_elements: usize,
+) -> Result<Vec<ExampleValue>, ProtoError> {
     let (examples, context) = match &input.kind {
         Some(input::Kind::ExampleList(l)) => (&l.examples, None),
         Some(input::Kind::ExampleListWithContext(l)) => (&l.examples, l.context.as_ref()),
@@ -237,20 +261,36 @@ pub fn example_values(input: &Input, keys: &[&str]) -> Result<Vec<ExampleValue>,
             "Classify input has no examples".into(),
         ));
     }
+    let mut total = 0usize;
     examples
         .iter()
         .enumerate()
-        .map(|(i, example)| example_value(i, example, context, keys))
+        .map(|(i, example)| {
+            let (key, feature) = example_feature(i, example, context, keys)?;
+            let count = match &feature.kind {
+                Some(feature::Kind::FloatList(f)) => f.value.len(),
+                Some(feature::Kind::Int64List(l)) => l.value.len(),
+                _ => 1,
+            };
+            total = total.saturating_add(count);
+            if total > max_elements {
+                return Err(ProtoError::TooManyElementsInTotal {
+                    elements: total,
+                    limit: max_elements,
+                });
+            }
+            feature_value(&format!("examples[{i}].{key}"), feature)
+        })
         .collect()
 }
 
-fn example_value(
+/// The feature one example's value comes from (see [`example_values`]).
+fn example_feature<'a>(
     index: usize,
-    example: &Example,
-    context: Option<&Example>,
-    keys: &[&str],
-) -> Result<ExampleValue, ProtoError> {
-    let name = format!("examples[{index}]");
+    example: &'a Example,
+    context: Option<&'a Example>,
+    keys: &[&'a str],
+) -> Result<(&'a str, &'a Feature), ProtoError> {
     let own = example.features.as_ref().map(|f| &f.feature);
     let shared = context
         .and_then(|c| c.features.as_ref())
@@ -272,24 +312,27 @@ fn example_value(
                 _ => None,
             }
         });
-    let Some((key, feature)) = chosen else {
+    chosen.ok_or_else(|| {
         let mut available: Vec<&str> = own
             .into_iter()
             .chain(shared)
             .flat_map(|m| m.keys().map(String::as_str))
             .collect();
         available.sort_unstable();
-        return Err(ProtoError::InvalidData {
-            name,
+        ProtoError::InvalidData {
+            name: format!("examples[{index}]"),
             reason: format!("no input feature; expected one of {keys:?}, found {available:?}"),
-        });
-    };
-    let name = format!("{name}.{key}");
+        }
+    })
+}
+
+/// A feature's value: one encoded image, or numbers.
+fn feature_value(name: &str, feature: &Feature) -> Result<ExampleValue, ProtoError> {
     match &feature.kind {
         Some(feature::Kind::BytesList(b)) => match b.value.as_slice() {
             [one] => Ok(ExampleValue::Image(one.clone())),
             other => Err(ProtoError::InvalidData {
-                name,
+                name: name.to_string(),
                 reason: format!(
                     "expected exactly one encoded image, got {} values",
                     other.len()
@@ -300,11 +343,11 @@ fn example_value(
         Some(feature::Kind::Int64List(l)) => l
             .value
             .iter()
-            .map(|&v| exact_f32(&name, v))
+            .map(|&v| exact_f32(name, v))
             .collect::<Result<_, _>>()
             .map(ExampleValue::Floats),
         None => Err(ProtoError::MissingData {
-            name,
+            name: name.to_string(),
             shape: vec![],
         }),
     }
@@ -669,6 +712,29 @@ mod tests {
     }
 
     #[test]
+    fn filled_inputs_share_one_element_limit() {
+        // Each input alone is within the limit; the fill rule would expand
+        // these few bytes to twice the limit if each had its own.
+        let mut one = shaped(DataType::DtFloat, &[600]);
+        one.float_val = vec![1.0];
+        let map = HashMap::from([("a".to_string(), one.clone()), ("b".to_string(), one)]);
+        let err = tensors_from_map(&map, 1000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProtoError::TooManyElementsInTotal {
+                    elements: 1200,
+                    limit: 1000
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.code(), "tensor_too_large");
+        assert_eq!(err.kind(), fovea_core::ErrorKind::TooLarge);
+        assert_eq!(tensors_from_map(&map, 1200).unwrap().len(), 2);
+    }
+
+    #[test]
     fn model_spec_versions_and_labels_are_read() {
         let mut spec = ModelSpec::default();
         assert_eq!(requested_version(&spec).unwrap(), VersionRequest::Latest);
@@ -734,7 +800,7 @@ mod tests {
                 ],
             })),
         };
-        let values = example_values(&input, &["image/encoded"]).unwrap();
+        let values = example_values(&input, &["image/encoded"], MAX).unwrap();
         assert_eq!(
             values,
             vec![
@@ -760,8 +826,44 @@ mod tests {
             )),
         };
         assert_eq!(
-            example_values(&input, &["image"]).unwrap(),
+            example_values(&input, &["image"], MAX).unwrap(),
             vec![ExampleValue::Floats(vec![0.5, 1.0])]
+        );
+    }
+
+    #[test]
+    fn a_context_shared_by_many_examples_counts_once_per_example() {
+        // 1000 empty examples and a 1000-value context: a few kilobytes that
+        // would decode to a million values.
+        let input = Input {
+            kind: Some(input::Kind::ExampleListWithContext(
+                ExampleListWithContext {
+                    examples: vec![Example::default(); 1000],
+                    context: Some(example(&[(
+                        "inputs",
+                        feature::Kind::FloatList(FloatList {
+                            value: vec![0.5; 1000],
+                        }),
+                    )])),
+                },
+            )),
+        };
+        let err = example_values(&input, &["inputs"], 100_000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProtoError::TooManyElementsInTotal {
+                    elements: 101_000,
+                    limit: 100_000
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            example_values(&input, &["inputs"], 1_000_000)
+                .unwrap()
+                .len(),
+            1000
         );
     }
 
@@ -772,13 +874,13 @@ mod tests {
                 examples: vec![example(&[("a", image(b"1")), ("b", image(b"2"))])],
             })),
         };
-        let err = example_values(&two, &["image"]).unwrap_err();
+        let err = example_values(&two, &["image"], MAX).unwrap_err();
         assert!(err.to_string().contains("found [\"a\", \"b\"]"), "{err}");
         let empty = Input {
             kind: Some(input::Kind::ExampleList(ExampleList { examples: vec![] })),
         };
         assert!(matches!(
-            example_values(&empty, &[]),
+            example_values(&empty, &[], MAX),
             Err(ProtoError::InvalidRequest(_))
         ));
         let two_images = Input {
@@ -792,7 +894,7 @@ mod tests {
             })),
         };
         assert!(matches!(
-            example_values(&two_images, &["image"]),
+            example_values(&two_images, &["image"], MAX),
             Err(ProtoError::InvalidData { .. })
         ));
     }

@@ -59,7 +59,10 @@ pub fn columnar_input(
 /// feature used is the first present of `image`, the input's name and
 /// `inputs`, in the example and then in the shared `context`; failing those,
 /// the example's only feature. Its value is `{"b64": ...}` (an image) or a
-/// number list of at most `max_elements` (flattened).
+/// number list (flattened). At most `max_elements` values in all, an image
+/// counting as one: a context feature is every example's value, so a small
+/// body could otherwise ask for examples × context values. A context image
+/// is decoded once and shared.
 pub fn examples(
     body: &Map<String, Value>,
     input: &str,
@@ -84,40 +87,81 @@ pub fn examples(
         }
     };
     let keys = [IMAGE_FEATURE, input, INPUTS_FEATURE];
+    // Context values by key, decoded the first time an example uses them.
+    let mut shared: Vec<(&str, ExampleValue)> = Vec::new();
+    let mut total = 0usize;
     examples
         .iter()
         .enumerate()
         .map(|(index, example)| {
             let own = example.as_object();
-            let lookup = |key: &str| {
-                own.and_then(|m| m.get_key_value(key))
-                    .or_else(|| context.and_then(|c| c.get_key_value(key)))
-            };
-            let (key, value) = keys
+            let (key, value, from_context) = keys
                 .iter()
-                .find_map(|k| lookup(k))
+                .find_map(|k| {
+                    own.and_then(|m| m.get_key_value(*k))
+                        .map(|(k, v)| (k, v, false))
+                        .or_else(|| {
+                            context
+                                .and_then(|c| c.get_key_value(*k))
+                                .map(|(k, v)| (k, v, true))
+                        })
+                })
                 .or_else(|| match own {
-                    Some(m) if m.len() == 1 => m.iter().next(),
+                    Some(m) if m.len() == 1 => m.iter().next().map(|(k, v)| (k, v, false)),
                     _ => None,
                 })
                 .ok_or_else(|| ProtoError::MissingFeature {
                     index,
                     expected: keys.iter().map(|k| (*k).to_string()).collect(),
                 })?;
-            let name = format!("examples[{index}].{key}");
-            if let Some(image) = b64_value(&name, value) {
-                return image.map(ExampleValue::Image);
+            let cached = shared
+                .iter()
+                .find(|(k, _)| from_context && *k == key.as_str());
+            let value = match cached {
+                Some((_, decoded)) => decoded.clone(),
+                None => {
+                    let decoded = feature_value(index, key, value, max_elements)?;
+                    if from_context {
+                        shared.push((key.as_str(), decoded.clone()));
+                    }
+                    decoded
+                }
+            };
+            total = total.saturating_add(match &value {
+                ExampleValue::Image(_) => 1,
+                ExampleValue::Floats(f) => f.len(),
+            });
+            if total > max_elements {
+                return Err(ProtoError::TooManyElementsInTotal {
+                    elements: total,
+                    limit: max_elements,
+                });
             }
-            match value {
-                Value::Number(_) | Value::Array(_) => numbers(&name, &[value], max_elements)
-                    .map(|t| ExampleValue::Floats(t.into_data())),
-                _ => Err(ProtoError::InvalidFeature {
-                    index,
-                    key: key.clone(),
-                }),
-            }
+            Ok(value)
         })
         .collect()
+}
+
+/// One example's feature value: `{"b64": ...}` (an image) or numbers.
+fn feature_value(
+    index: usize,
+    key: &str,
+    value: &Value,
+    max_elements: usize,
+) -> Result<ExampleValue, ProtoError> {
+    let name = format!("examples[{index}].{key}");
+    if let Some(image) = b64_value(&name, value) {
+        return image.map(ExampleValue::Image);
+    }
+    match value {
+        Value::Number(_) | Value::Array(_) => {
+            numbers(&name, &[value], max_elements).map(|t| ExampleValue::Floats(t.into_data()))
+        }
+        _ => Err(ProtoError::InvalidFeature {
+            index,
+            key: key.to_string(),
+        }),
+    }
 }
 
 /// `{"b64": "..."}` → its bytes; None when `v` is not such an object (an
@@ -491,6 +535,52 @@ mod tests {
         assert_eq!(
             examples(&list, "x", MAX).unwrap_err().code(),
             "malformed_request"
+        );
+    }
+
+    #[test]
+    fn a_context_shared_by_many_examples_counts_once_per_example() {
+        // A few kilobytes asking for 1000 examples × 1000 context values.
+        let many = body(json!({
+            "examples": vec![json!({}); 1000],
+            "context": {"inputs": vec![0.5; 1000]},
+        }));
+        let err = examples(&many, "x", 100_000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProtoError::TooManyElementsInTotal {
+                    elements: 101_000,
+                    limit: 100_000
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::TooLarge);
+        assert_eq!(examples(&many, "x", 1_000_000).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn a_context_image_is_decoded_once_for_every_example() {
+        let shared = body(json!({
+            "examples": [{}, {}, {"image": {"b64": "aGk="}}],
+            "context": {"image": {"b64": "aGk="}},
+        }));
+        let values = examples(&shared, "x", MAX).unwrap();
+        let [
+            ExampleValue::Image(a),
+            ExampleValue::Image(b),
+            ExampleValue::Image(own),
+        ] = values.as_slice()
+        else {
+            panic!("expected three images, got {values:?}");
+        };
+        assert_eq!((a, b, own), (&Bytes::from_static(b"hi"), b, b));
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one decoded buffer, shared");
+        assert_ne!(
+            a.as_ptr(),
+            own.as_ptr(),
+            "an example's own image is its own"
         );
     }
 

@@ -447,7 +447,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     code(
         "tensor_too_large",
         TooLarge,
-        "A tensor of more elements than the body limit allows",
+        "A tensor, or a request's tensors or Classify examples together, of more elements than the body limit allows",
     ),
     code("missing_tensor_data", InvalidInput, "A tensor without data"),
     code(

@@ -168,6 +168,72 @@ fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
     }
 }
 
+/// The `tiff` crate sizes a tag's value buffer from the count its directory
+/// entry declares (32 bytes a value) before reading the values, and the
+/// `image` crate hands fovea's limits to it only after the first directory
+/// has been read, under the `tiff` crate's own default budget of 256 MiB: a
+/// 220-byte file declaring 7 million image heights cost 223 MB. A tag cannot
+/// hold more data than the whole file, so refusing one that claims to keeps
+/// that buffer proportional to the bytes received. Only the first directory
+/// is read before the limits apply; anything the walk cannot follow is left
+/// to the decoder to diagnose.
+fn tiff_tags_fit(bytes: &[u8]) -> Result<(), VisionError> {
+    let big_endian = bytes.starts_with(b"MM");
+    let uint = |at: usize, len: usize| -> Option<u64> {
+        let field = bytes.get(at..at.checked_add(len)?)?;
+        Some(field.iter().enumerate().fold(0u64, |acc, (i, &b)| {
+            let shift = if big_endian { len - 1 - i } else { i };
+            acc | u64::from(b) << (8 * shift)
+        }))
+    };
+    // Classic TIFF: 16-bit entry count, 12-byte entries, 32-bit counts;
+    // BigTIFF (version 43): 64-bit count, 20-byte entries, 64-bit counts.
+    let big = uint(2, 2) == Some(43);
+    let (count_size, entry_size, field_size) = if big { (8, 20, 8) } else { (2, 12, 4) };
+    let Some(directory) =
+        (if big { uint(8, 8) } else { uint(4, 4) }).and_then(|offset| usize::try_from(offset).ok())
+    else {
+        return Ok(());
+    };
+    let Some(entries) = uint(directory, count_size) else {
+        return Ok(());
+    };
+    let first = directory.saturating_add(count_size);
+    for i in 0..entries {
+        let Some(at) = usize::try_from(i)
+            .ok()
+            .and_then(|i| i.checked_mul(entry_size))
+            .and_then(|offset| first.checked_add(offset))
+        else {
+            return Ok(());
+        };
+        let (Some(tag), Some(kind), Some(values)) = (
+            uint(at, 2),
+            uint(at.saturating_add(2), 2),
+            uint(at.saturating_add(4), field_size),
+        ) else {
+            // Past the end of the file: the decoder reports the truncation.
+            return Ok(());
+        };
+        // Bytes per value of each TIFF field type; the `tiff` crate skips
+        // entries of any other type without reading them.
+        let value_size: u64 = match kind {
+            1 | 2 | 6 | 7 => 1,
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 | 16 | 17 | 18 => 8,
+            _ => continue,
+        };
+        if values.saturating_mul(value_size) > bytes.len() as u64 {
+            return Err(VisionError::Decode(format!(
+                "TIFF tag {tag} declares {values} values, more than the {}-byte file holds",
+                bytes.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parses the header. The `image` crate's decoders read only the header here
 /// and keep its allocation budget for the pixel pass.
 fn open_decoder<'a>(
@@ -175,6 +241,9 @@ fn open_decoder<'a>(
     format: ImageFormat,
     limits: &ImageLimits,
 ) -> Result<impl ImageDecoder + 'a, VisionError> {
+    if format == ImageFormat::Tiff {
+        tiff_tags_fit(bytes)?;
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format.to_image_crate());
     reader.limits(limits.decoder_limits());
     Ok(reader.into_decoder()?)
@@ -189,4 +258,44 @@ fn guard_panics<T>(decode: impl FnOnce() -> Result<T, VisionError>) -> Result<T,
             "the decoder failed on malformed data".into(),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 26-byte big-endian classic TIFF whose directory has one entry,
+    /// ImageLength with `values` values of field type `kind`.
+    fn classic_be(kind: u16, values: u32) -> Vec<u8> {
+        let mut file = b"MM\0\x2a\0\0\0\x08".to_vec();
+        file.extend(1u16.to_be_bytes());
+        file.extend(257u16.to_be_bytes());
+        file.extend(kind.to_be_bytes());
+        file.extend(values.to_be_bytes());
+        file.extend(0u32.to_be_bytes());
+        file.extend(0u32.to_be_bytes()); // no next directory
+        file
+    }
+
+    #[test]
+    fn tiff_tags_may_not_claim_more_data_than_the_file_holds() {
+        assert!(tiff_tags_fit(&classic_be(3, 13)).is_ok()); // 26 bytes of SHORTs
+        let err = tiff_tags_fit(&classic_be(3, 14)).unwrap_err();
+        assert!(
+            matches!(&err, VisionError::Decode(m) if m.contains("tag 257 declares 14 values")),
+            "{err}"
+        );
+        // The decoder skips entries of unknown types without reading them.
+        assert!(tiff_tags_fit(&classic_be(99, u32::MAX)).is_ok());
+    }
+
+    #[test]
+    fn tiff_directories_the_walk_cannot_follow_are_left_to_the_decoder() {
+        let huge = classic_be(4, u32::MAX);
+        assert!(tiff_tags_fit(&huge[..16]).is_ok(), "entry cut short");
+        let mut elsewhere = huge.clone();
+        elsewhere[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(tiff_tags_fit(&elsewhere).is_ok(), "directory past the end");
+        assert!(tiff_tags_fit(&huge).is_err());
+    }
 }

@@ -59,7 +59,8 @@ impl PredictionService for TfPredictionService {
         let (model, signature) = spec_model(&self.state, request.model_spec.as_ref())?;
         let input = request.input.unwrap_or_default();
         let keys = ["image", model.config().input.name.as_str(), "inputs"];
-        let examples = tf::example_values(&input, &keys).map_err(ApiError::from)?;
+        let max = self.state.pipeline().max_elements();
+        let examples = tf::example_values(&input, &keys, max).map_err(ApiError::from)?;
         let (rows, timings) =
             tfserving::classify_examples(&self.state, &model, examples, arrival).await?;
         let result = tf::classification_result(
