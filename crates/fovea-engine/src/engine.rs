@@ -12,7 +12,7 @@ use std::time::Duration;
 use fovea_core::{BatchingOverrides, Labels, ModelConfig};
 use serde::Serialize;
 
-use crate::backend::{BackendChoice, BackendFactory, BackendTuning, name_of, probe};
+use crate::backend::{BackendChoice, BackendFactory, BackendTuning, FileOpener, name_of, probe};
 use crate::error::EngineError;
 use crate::model::{LoadedVersion, ModelHandle, Opener, VersionSpec, load_version};
 use crate::repository::{self, Fingerprint};
@@ -70,6 +70,12 @@ pub enum ModelSource {
         labels: Labels,
         factory: BackendFactory,
     },
+    /// A model repository exactly as `Repository` (layout, scan, version
+    /// policy, polling, reload), whose versions' model files `opener` opens
+    /// instead of ONNX Runtime or tract. Tests use it to serve backends they
+    /// control as repository versions, so hot reload is tested on the real
+    /// repository path.
+    RepositoryWith { root: PathBuf, opener: FileOpener },
 }
 
 /// The state of one (model, version).
@@ -193,7 +199,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let requested = options.backend;
         let choice = match &source {
-            ModelSource::Backend { .. } => requested,
+            ModelSource::Backend { .. } | ModelSource::RepositoryWith { .. } => requested,
             // Probing ONNX Runtime runs python3 and dlopen: keep it off the async workers.
             ModelSource::Repository(_) | ModelSource::SingleFile { .. } => {
                 tokio::task::spawn_blocking(move || probe(requested))
@@ -201,7 +207,7 @@ impl Engine {
                     .map_err(|e| EngineError::Load(format!("backend probe failed: {e}")))??
             }
         };
-        if let ModelSource::Repository(root) = &source
+        if let ModelSource::Repository(root) | ModelSource::RepositoryWith { root, .. } = &source
             && !root.is_dir()
         {
             return Err(EngineError::Load(format!(
@@ -210,7 +216,9 @@ impl Engine {
             )));
         }
         let poll = match &source {
-            ModelSource::Repository(_) => options.poll_interval,
+            ModelSource::Repository(_) | ModelSource::RepositoryWith { .. } => {
+                options.poll_interval
+            }
             ModelSource::SingleFile { .. } | ModelSource::Backend { .. } => None,
         };
         let inner = Arc::new(Inner {
@@ -249,11 +257,12 @@ impl Engine {
                 .all(|slot| slot.state == ModelState::Available)
     }
 
-    /// `"onnxruntime"` or `"tract"`; for [`ModelSource::Backend`], the name
-    /// its backend reports (`"none"` while no version of it is available).
+    /// `"onnxruntime"` or `"tract"`; for caller-built backends
+    /// ([`ModelSource::Backend`], [`ModelSource::RepositoryWith`]), the name
+    /// the default model's backend reports (`"none"` while none is available).
     pub fn backend_name(&self) -> &'static str {
         match self.inner.source {
-            ModelSource::Backend { .. } => self
+            ModelSource::Backend { .. } | ModelSource::RepositoryWith { .. } => self
                 .default_model()
                 .map_or("none", |model| model.backend_name()),
             ModelSource::Repository(_) | ModelSource::SingleFile { .. } => {
@@ -400,10 +409,16 @@ impl Inner {
                 instances,
             }
         };
-        let file = |path: PathBuf| Opener::File {
-            path,
-            choice: self.choice,
-            tuning: self.tuning,
+        let file = |path: PathBuf| match &self.source {
+            ModelSource::RepositoryWith { opener, .. } => Opener::Custom {
+                path,
+                opener: opener.clone(),
+            },
+            _ => Opener::File {
+                path,
+                choice: self.choice,
+                tuning: self.tuning,
+            },
         };
         // A single file and caller-built backends are version 1, with no
         // fingerprint: a reload finds it unchanged.
@@ -442,7 +457,9 @@ impl Inner {
                 let name = config.name.clone().unwrap_or_else(|| "model".into());
                 return single(name, Opener::Factory(factory.clone()), config, labels);
             }
-            ModelSource::Repository(root) => root.clone(),
+            ModelSource::Repository(root) | ModelSource::RepositoryWith { root, .. } => {
+                root.clone()
+            }
         };
         let scan = match tokio::task::spawn_blocking(move || repository::scan(&root)).await {
             Ok(Ok(scan)) => scan,

@@ -10,7 +10,8 @@ use fovea_core::{Labels, ModelConfig, Tensor};
 use tokio::sync::oneshot;
 
 use crate::backend::{
-    Backend, BackendChoice, BackendFactory, BackendTuning, Signature, open_backend_tuned,
+    Backend, BackendChoice, BackendFactory, BackendTuning, FileOpener, Signature,
+    open_backend_tuned,
 };
 use crate::batcher::{self, BatchStats, Batcher, Inferred, Slot};
 use crate::error::EngineError;
@@ -43,13 +44,15 @@ pub(crate) enum Opener {
     },
     /// Backends the caller builds (`ModelSource::Backend`).
     Factory(BackendFactory),
+    /// A repository's model file, opened by the caller (`ModelSource::RepositoryWith`).
+    Custom { path: PathBuf, opener: FileOpener },
 }
 
 impl VersionSpec {
     /// What error messages name as the model at fault.
     pub(crate) fn origin(&self) -> String {
         match &self.opener {
-            Opener::File { path, .. } => path.display().to_string(),
+            Opener::File { path, .. } | Opener::Custom { path, .. } => path.display().to_string(),
             Opener::Factory(_) => format!("model `{}` (a caller-built backend)", self.name),
         }
     }
@@ -66,6 +69,9 @@ impl VersionSpec {
             // A caller-built backend sets its own threading.
             Opener::Factory(factory) => factory
                 .open()
+                .map_err(|e| format!("{}: {e}", self.origin())),
+            Opener::Custom { path, opener } => opener
+                .open(path)
                 .map_err(|e| format!("{}: {e}", self.origin())),
         }
     }
