@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::backend::{BackendChoice, BackendFactory, BackendTuning, FileOpener, name_of, probe};
 use crate::error::EngineError;
-use crate::model::{LoadedVersion, ModelHandle, Opener, VersionSpec, load_version};
+use crate::model::{LoadedVersion, ModelHandle, Opener, VersionSpec, WeakHandle, load_version};
 use crate::repository::{self, Fingerprint};
 
 /// How the engine runs models.
@@ -138,6 +138,8 @@ struct Draining {
     id: u64,
     name: String,
     version: u64,
+    /// Closes its queue at shutdown, whoever still holds the version.
+    handle: WeakHandle,
 }
 
 /// One (model, version). `serving` is set exactly when it takes traffic.
@@ -350,6 +352,10 @@ impl Engine {
         let _reconciling = inner.reconciling.lock().await;
         let serving: Vec<Serving> = {
             let mut catalog = inner.write();
+            // Versions still draining stop waiting for their callers too.
+            for draining in &catalog.draining {
+                draining.handle.close();
+            }
             std::mem::take(&mut catalog.models)
                 .into_values()
                 .flat_map(BTreeMap::into_values)
@@ -700,9 +706,23 @@ impl Inner {
         retired
     }
 
-    /// Closes each retired instance and unloads it once its queue is answered.
+    /// Unloads each retired version once the requests that resolved it are
+    /// answered. It has left the catalogue, so no new request finds it; but
+    /// a request may have resolved it just before, and be between resolving
+    /// and queueing (decoding its images, fetching a URL): closing the queue
+    /// now would fail that request. So the queue closes when the last handle
+    /// to the version is dropped, that is when every such request has been
+    /// answered or has given up, and at the latest after the version's
+    /// request timeout: each of them arrived before the retirement, so its
+    /// deadline has passed by then, and a caller that keeps a handle for
+    /// longer cannot keep the version loaded. Queued requests are answered
+    /// before the thread exits.
     fn drain(self: &Arc<Self>, retired: Vec<(String, u64, Serving)>) {
         for (name, version, serving) in retired {
+            let Serving { handle, thread } = serving;
+            let weak = handle.downgrade();
+            let grace = Duration::from_millis(handle.config().batching.timeout_ms);
+            drop(handle);
             let id = {
                 let mut catalog = self.write();
                 catalog.next_drain += 1;
@@ -711,14 +731,21 @@ impl Inner {
                     id,
                     name: name.clone(),
                     version,
+                    handle: weak.clone(),
                 });
                 id
             };
             tracing::info!(model = %name, version, "draining");
-            serving.handle.close();
             let inner = Arc::downgrade(self);
             let task = tokio::spawn(async move {
-                let _ = tokio::task::spawn_blocking(move || serving.thread.join()).await;
+                let mut joined = tokio::task::spawn_blocking(move || thread.join());
+                tokio::select! {
+                    _ = &mut joined => {}
+                    () = tokio::time::sleep(grace) => {
+                        weak.close();
+                        let _ = joined.await;
+                    }
+                }
                 if let Some(inner) = inner.upgrade() {
                     inner.write().draining.retain(|d| d.id != id);
                 }

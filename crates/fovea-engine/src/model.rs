@@ -198,6 +198,27 @@ impl ModelHandle {
     pub(crate) fn close(&self) {
         self.0.batcher.close();
     }
+
+    /// A reference that does not keep the version open (see [`WeakHandle`]).
+    pub(crate) fn downgrade(&self) -> WeakHandle {
+        WeakHandle(Arc::downgrade(&self.0))
+    }
+}
+
+/// A retired version as the engine keeps it while it drains. The batcher's
+/// queue closes when the last [`ModelHandle`] goes (every request that
+/// resolved the version has been answered or gave up), so the engine holds
+/// only this, to close the queue itself at shutdown or after the grace.
+#[derive(Clone)]
+pub(crate) struct WeakHandle(std::sync::Weak<VersionInner>);
+
+impl WeakHandle {
+    /// Stops the version taking requests, if any caller still holds it.
+    pub(crate) fn close(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.batcher.close();
+        }
+    }
 }
 
 /// A request admitted to a model version's queue (see [`ModelHandle::admit`]).
