@@ -245,7 +245,13 @@ impl Engine {
         Ok(Engine { inner })
     }
 
-    /// True when every configured model version is loaded and warmed up (and none failed).
+    /// True when every model has a version taking traffic. A version still
+    /// loading, or one that failed, beside an available one does not count
+    /// against readiness: during a reload, or after a broken new version was
+    /// refused, the model answers every request, and a readiness probe that
+    /// failed then would take a serving replica out of its load balancer.
+    /// Before `start` returns every version has loaded or failed, so at
+    /// start-up this means every model has at least one version that loaded.
     pub fn is_ready(&self) -> bool {
         if self.inner.stopped.load(Ordering::Acquire) {
             return false;
@@ -255,8 +261,7 @@ impl Engine {
             && catalog
                 .models
                 .values()
-                .flat_map(BTreeMap::values)
-                .all(|slot| slot.state == ModelState::Available)
+                .all(|versions| versions.values().any(|slot| slot.serving.is_some()))
     }
 
     /// `"onnxruntime"` or `"tract"`; for caller-built backends

@@ -768,6 +768,60 @@ async fn a_retired_version_answers_every_request_that_resolved_it_before_it_unlo
 }
 
 #[tokio::test]
+async fn the_engine_stays_ready_while_a_new_version_loads() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = GatedRepository::new(root.path(), "gated", "\"all\"", "max_batch_size = 4");
+    let (v1, mut v2) = (
+        Gate::new(&[3, 32, 32], CLASSES),
+        Gate::new(&[3, 32, 32], CLASSES),
+    );
+    repo.add_version(1, &v1);
+    let engine = gated_repository_engine(&repo).await;
+    // Held before version 2 loads, its gate holds its warm-up too.
+    v2.hold();
+    repo.add_version(2, &v2);
+    let reload = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.reload().await }
+    });
+    v2.started().await;
+    assert_eq!(state_of(&engine, "gated", 2), Some(ModelState::Loading));
+    assert!(
+        engine.is_ready(),
+        "a reload took the engine out of readiness: {:?}",
+        engine.statuses()
+    );
+    assert_eq!(engine.model("gated", None).unwrap().version(), 1);
+    v2.open();
+    reload.await.unwrap();
+    assert_eq!(engine.model("gated", None).unwrap().version(), 2);
+    assert!(engine.is_ready());
+}
+
+#[tokio::test]
+async fn a_corrupt_new_version_fails_alone_and_the_old_one_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = add_model(root.path(), "tiny", &tiny_config(""), &[1]);
+    let engine = start(root.path()).await;
+    // A copy cut short, as an interrupted upload leaves it.
+    let model = std::fs::read(tiny_model()).unwrap();
+    std::fs::create_dir(dir.join("2")).unwrap();
+    std::fs::write(dir.join("2/model.onnx"), &model[..model.len() / 2]).unwrap();
+    engine.reload().await;
+    let reason = failure_of(&engine, "tiny", 2);
+    assert!(reason.contains("2/model.onnx"), "{reason}");
+    assert_eq!(state_of(&engine, "tiny", 1), Some(ModelState::Available));
+    let serving = engine.model("tiny", None).unwrap();
+    assert_eq!(serving.version(), 1);
+    let output = serving.infer(tiny_input(1, 0), later(5000)).await.unwrap();
+    assert_eq!(output.shape(), &[1, 10]);
+    assert!(
+        engine.is_ready(),
+        "a refused new version took a serving model out of readiness"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_answers_queued_requests_first() {
     let (engine, model, mut gate) = gated_engine(BatchingConfig::default(), 1).await;
     let running = queue(&model, tiny_input(1, 0), far());
