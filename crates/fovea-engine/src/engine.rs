@@ -179,6 +179,18 @@ struct VersionPlan {
     spec: Result<VersionSpec, String>,
 }
 
+/// Counts, in `fovea_model_load_failures_total{model}`, a version (or a
+/// whole model, for a broken config) that could not be loaded. Each failure
+/// is counted once, when it is first seen: polling an unchanged repository
+/// counts nothing more.
+fn count_load_failure(model: &str) {
+    load_failures(model).increment(1);
+}
+
+fn load_failures(model: &str) -> metrics::Counter {
+    metrics::counter!("fovea_model_load_failures_total", "model" => model.to_string())
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -576,6 +588,11 @@ impl Inner {
         let mut loads = Vec::new();
         let mut catalog = self.write();
         for (name, plan) in plans {
+            if !catalog.models.contains_key(name) {
+                // At 0 from the model's first sight, as the per-version
+                // series are from its load: a rate over it needs a start.
+                load_failures(name).increment(0);
+            }
             let slots = catalog.models.entry(name.clone()).or_default();
             match plan {
                 ModelPlan::Broken { reason, versions } => {
@@ -585,6 +602,7 @@ impl Inner {
                     let failed = ModelState::Failed(reason.clone());
                     if slots.values().any(|s| s.state != failed) || slots.is_empty() {
                         tracing::error!(model = %name, "cannot serve: {reason}");
+                        count_load_failure(name);
                     }
                     slots.clear();
                     let versions = if versions.is_empty() {
@@ -606,6 +624,7 @@ impl Inner {
                         match &plan.spec {
                             Err(reason) if !serving => {
                                 tracing::error!(model = %name, version = plan.version, "cannot serve: {reason}");
+                                count_load_failure(name);
                                 let state = ModelState::Failed(reason.clone());
                                 slots.insert(
                                     plan.version,
@@ -672,9 +691,11 @@ impl Inner {
                 }
                 Err(reason) if slot.serving.is_some() => {
                     tracing::error!(model = %name, version, "reload failed, the loaded instance keeps serving: {reason}");
+                    count_load_failure(&name);
                 }
                 Err(reason) => {
                     tracing::error!(model = %name, version, "failed to load: {reason}");
+                    count_load_failure(&name);
                     slot.state = ModelState::Failed(reason);
                 }
             }

@@ -107,6 +107,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/metrics", get(ops::metrics)),
         ("/openapi.json", get(openapi::openapi_json)),
         ("/api/v1/models", get(models::list)),
+        ("/api/v1/models/reload", post(models::reload)),
         ("/api/v1/predict", post(predict::predict)),
         ("/api/v1/stream", get(stream::websocket)),
         ("/v1/models", get(tfserving::list)),
