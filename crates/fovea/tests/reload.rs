@@ -1,6 +1,7 @@
-//! The operator's reload trigger, `POST /api/v1/models/reload`, over real
-//! HTTP on loopback, and `fovea models reload` (the built binary) calling
-//! it: behind the access guard like every route, it loads what was added to
+//! The operator's reload triggers, `POST /api/v1/models/reload` and TF
+//! Serving's gRPC `HandleReloadConfigRequest`, over real sockets on
+//! loopback, and `fovea models reload` (the built binary) calling the first:
+//! behind the access guard like every route, it loads what was added to
 //! the repository, and a broken new version is reported (the answer, the
 //! command's exit status, `/metrics`) while the version before it keeps
 //! serving.
@@ -12,6 +13,11 @@ use std::process::Output;
 
 use common::{Reply, TestServer, fixture_model, make_repository, png, start_engine};
 use fovea_engine::BackendChoice;
+use fovea_proto::tensorflow::serving::model_server_config::Config;
+use fovea_proto::tensorflow::serving::model_service_client::ModelServiceClient;
+use fovea_proto::tensorflow::serving::{
+    ModelConfig, ModelConfigList, ModelServerConfig, ReloadConfigRequest,
+};
 use fovea_server::{AppState, ServerConfig};
 use serde_json::Value;
 
@@ -207,4 +213,77 @@ async fn fovea_models_reload_prints_the_models_and_fails_on_a_refused_version() 
         stderr.contains("1 model version(s) failed to load"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_reload_with_no_config_rescans_and_one_naming_models_is_refused() {
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(keys.path(), "ops:ops-secret-1\n").unwrap();
+    let (server, root) = server(|config| {
+        config.access.api_keys_file = Some(keys.path().to_path_buf());
+    })
+    .await;
+    let mut client = ModelServiceClient::new(server.grpc().await);
+    let keyed = |request: ReloadConfigRequest| {
+        let mut request = tonic::Request::new(request);
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer ops-secret-1".parse().unwrap());
+        request
+    };
+    let model = std::fs::read(fixture_model()).unwrap();
+    write_version(&root.join("tiny"), 3, &model);
+    let engine = server.state.engine().unwrap().clone();
+
+    let unkeyed = client
+        .handle_reload_config_request(ReloadConfigRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(unkeyed.code(), tonic::Code::Unauthenticated);
+    // A config naming models is refused whole, and nothing is rescanned.
+    let listed = ModelServerConfig {
+        config: Some(Config::ModelConfigList(ModelConfigList {
+            config: vec![ModelConfig {
+                name: "tiny".into(),
+                base_path: "/models/tiny".into(),
+                ..Default::default()
+            }],
+        })),
+    };
+    let refused = client
+        .handle_reload_config_request(keyed(ReloadConfigRequest {
+            config: Some(listed),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused}");
+    assert_eq!(engine.model("tiny", None).unwrap().version(), 2);
+
+    // Absent and empty configs alike rescan the repository.
+    let reloaded = client
+        .handle_reload_config_request(keyed(ReloadConfigRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reloaded.status.map(|s| s.error_code), Some(0));
+    assert_eq!(engine.model("tiny", None).unwrap().version(), 3);
+    write_version(&root.join("tiny"), 4, &model[..model.len() / 2]);
+    let failed = client
+        .handle_reload_config_request(keyed(ReloadConfigRequest {
+            config: Some(ModelServerConfig::default()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap_or_default();
+    assert_eq!(failed.error_code, 2, "{failed:?}");
+    assert!(
+        failed.error_message.contains("tiny version 4: ")
+            && failed.error_message.contains("4/model.onnx"),
+        "{failed:?}"
+    );
+    assert_eq!(engine.model("tiny", None).unwrap().version(), 3);
 }
