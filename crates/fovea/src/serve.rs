@@ -266,8 +266,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(grpc) = grpc {
         grpc.await.context("gRPC server task failed")??;
     }
-    // serve_on drained the engine if it saw it; a shutdown that raced the
-    // engine's start-up is drained here (shutdown is idempotent).
+    // The last server to stop drained the engine if it saw it; a shutdown
+    // that raced the engine's start-up is drained here (shutdown is idempotent).
     engine.shutdown().await;
     Ok(())
 }
