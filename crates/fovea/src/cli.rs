@@ -198,7 +198,7 @@ pub struct ServeArgs {
     /// Largest body a URL fetch may return.
     #[arg(long, env = "FOVEA_URL_MAX_BYTES", default_value_t = defaults::URL_MAX_BYTES)]
     pub url_max_bytes: usize,
-    /// How long in-flight requests may run once SIGINT/SIGTERM arrives.
+    /// How long in-flight requests may run once SIGINT/SIGTERM arrives (a second signal stops at once).
     #[arg(long, env = "FOVEA_SHUTDOWN_TIMEOUT_SECS", default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
     /// Re-scan the repository for new, changed or removed versions every N seconds (0 = off).

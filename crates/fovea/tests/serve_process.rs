@@ -467,6 +467,29 @@ async fn a_request_still_running_at_the_shutdown_timeout_does_not_keep_the_proce
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_with_its_status() {
+    // A drain that would last ten minutes, held up by an upload.
+    let mut fovea = Served::start(&["--shutdown-timeout-secs", "600"]).await;
+    let _stuck = HeldUpload::start(
+        fovea.http,
+        "/api/v1/predict?model=tiny",
+        "image/png",
+        png(1),
+    )
+    .await;
+    fovea.signal("TERM");
+    fovea.wait_for_log("shutting down").await;
+    fovea.signal("INT");
+    // 128 + SIGINT's number, as a shell reports a process killed by it.
+    assert_eq!(fovea.exit_code().await, Some(130), "{}", fovea.logs());
+    let logs = fovea.logs();
+    assert!(
+        logs.contains("SIGINT received during the graceful shutdown: exiting now"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_version_is_logged_by_the_server_and_reported_by_the_reload_command() {
     let mut fovea = Served::start(&[]).await;
     let model = std::fs::read(fixture_model()).unwrap();
