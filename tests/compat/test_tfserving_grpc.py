@@ -1,6 +1,7 @@
 """TF Serving gRPC through tensorflow-serving-api's stubs: Predict with
 float_val, tensor_content and DT_STRING images, GetModelMetadata,
-GetModelStatus, Classify, and gRPC status codes for errors."""
+GetModelStatus, Classify, HandleReloadConfigRequest, and gRPC status codes
+for errors."""
 
 import grpc
 import numpy as np
@@ -13,6 +14,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -169,6 +171,21 @@ def test_truncated_tensor_content_is_invalid_argument(server, stub, tensor):
     proto = make_tensor_proto(tensor)
     proto.tensor_content = proto.tensor_content[:-2]
     assert _rpc_error(stub.Predict, _predict_request(MODEL, proto)).code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert_server_alive(server)
+
+
+def test_reload_config_without_a_config_rescans_the_repository(server, model_stub):
+    # fovea has no model config list: an empty request rescans its repository.
+    response = model_stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(), timeout=60)
+    assert response.status.error_code == 0, response.status.error_message
+    assert_server_alive(server)
+
+
+def test_reload_config_naming_models_is_unimplemented(server, model_stub):
+    request = model_management_pb2.ReloadConfigRequest()
+    model = request.config.model_config_list.config.add()
+    model.name, model.base_path, model.model_platform = MODEL, "/models/tiny", "tensorflow"
+    assert _rpc_error(model_stub.HandleReloadConfigRequest, request).code() == grpc.StatusCode.UNIMPLEMENTED
     assert_server_alive(server)
 
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 use fovea_core::{BatchingOverrides, Labels, ModelConfig};
 use serde::Serialize;
 
-use crate::backend::{BackendChoice, BackendFactory, BackendTuning, name_of, probe};
+use crate::backend::{BackendChoice, BackendFactory, BackendTuning, FileOpener, name_of, probe};
 use crate::error::EngineError;
-use crate::model::{LoadedVersion, ModelHandle, Opener, VersionSpec, load_version};
+use crate::model::{LoadedVersion, ModelHandle, Opener, VersionSpec, WeakHandle, load_version};
 use crate::repository::{self, Fingerprint};
 
 /// How the engine runs models.
@@ -70,6 +70,12 @@ pub enum ModelSource {
         labels: Labels,
         factory: BackendFactory,
     },
+    /// A model repository exactly as `Repository` (layout, scan, version
+    /// policy, polling, reload), whose versions' model files `opener` opens
+    /// instead of ONNX Runtime or tract. Tests use it to serve backends they
+    /// control as repository versions, so hot reload is tested on the real
+    /// repository path.
+    RepositoryWith { root: PathBuf, opener: FileOpener },
 }
 
 /// The state of one (model, version).
@@ -132,6 +138,8 @@ struct Draining {
     id: u64,
     name: String,
     version: u64,
+    /// Closes its queue at shutdown, whoever still holds the version.
+    handle: WeakHandle,
 }
 
 /// One (model, version). `serving` is set exactly when it takes traffic.
@@ -171,6 +179,18 @@ struct VersionPlan {
     spec: Result<VersionSpec, String>,
 }
 
+/// Counts, in `fovea_model_load_failures_total{model}`, a version (or a
+/// whole model, for a broken config) that could not be loaded. Each failure
+/// is counted once, when it is first seen: polling an unchanged repository
+/// counts nothing more.
+fn count_load_failure(model: &str) {
+    load_failures(model).increment(1);
+}
+
+fn load_failures(model: &str) -> metrics::Counter {
+    metrics::counter!("fovea_model_load_failures_total", "model" => model.to_string())
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -193,7 +213,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let requested = options.backend;
         let choice = match &source {
-            ModelSource::Backend { .. } => requested,
+            ModelSource::Backend { .. } | ModelSource::RepositoryWith { .. } => requested,
             // Probing ONNX Runtime runs python3 and dlopen: keep it off the async workers.
             ModelSource::Repository(_) | ModelSource::SingleFile { .. } => {
                 tokio::task::spawn_blocking(move || probe(requested))
@@ -201,7 +221,7 @@ impl Engine {
                     .map_err(|e| EngineError::Load(format!("backend probe failed: {e}")))??
             }
         };
-        if let ModelSource::Repository(root) = &source
+        if let ModelSource::Repository(root) | ModelSource::RepositoryWith { root, .. } = &source
             && !root.is_dir()
         {
             return Err(EngineError::Load(format!(
@@ -210,7 +230,9 @@ impl Engine {
             )));
         }
         let poll = match &source {
-            ModelSource::Repository(_) => options.poll_interval,
+            ModelSource::Repository(_) | ModelSource::RepositoryWith { .. } => {
+                options.poll_interval
+            }
             ModelSource::SingleFile { .. } | ModelSource::Backend { .. } => None,
         };
         let inner = Arc::new(Inner {
@@ -235,7 +257,13 @@ impl Engine {
         Ok(Engine { inner })
     }
 
-    /// True when every configured model version is loaded and warmed up (and none failed).
+    /// True when every model has a version taking traffic. A version still
+    /// loading, or one that failed, beside an available one does not count
+    /// against readiness: during a reload, or after a broken new version was
+    /// refused, the model answers every request, and a readiness probe that
+    /// failed then would take a serving replica out of its load balancer.
+    /// Before `start` returns every version has loaded or failed, so at
+    /// start-up this means every model has at least one version that loaded.
     pub fn is_ready(&self) -> bool {
         if self.inner.stopped.load(Ordering::Acquire) {
             return false;
@@ -245,15 +273,15 @@ impl Engine {
             && catalog
                 .models
                 .values()
-                .flat_map(BTreeMap::values)
-                .all(|slot| slot.state == ModelState::Available)
+                .all(|versions| versions.values().any(|slot| slot.serving.is_some()))
     }
 
-    /// `"onnxruntime"` or `"tract"`; for [`ModelSource::Backend`], the name
-    /// its backend reports (`"none"` while no version of it is available).
+    /// `"onnxruntime"` or `"tract"`; for caller-built backends
+    /// ([`ModelSource::Backend`], [`ModelSource::RepositoryWith`]), the name
+    /// the default model's backend reports (`"none"` while none is available).
     pub fn backend_name(&self) -> &'static str {
         match self.inner.source {
-            ModelSource::Backend { .. } => self
+            ModelSource::Backend { .. } | ModelSource::RepositoryWith { .. } => self
                 .default_model()
                 .map_or("none", |model| model.backend_name()),
             ModelSource::Repository(_) | ModelSource::SingleFile { .. } => {
@@ -341,6 +369,10 @@ impl Engine {
         let _reconciling = inner.reconciling.lock().await;
         let serving: Vec<Serving> = {
             let mut catalog = inner.write();
+            // Versions still draining stop waiting for their callers too.
+            for draining in &catalog.draining {
+                draining.handle.close();
+            }
             std::mem::take(&mut catalog.models)
                 .into_values()
                 .flat_map(BTreeMap::into_values)
@@ -400,10 +432,16 @@ impl Inner {
                 instances,
             }
         };
-        let file = |path: PathBuf| Opener::File {
-            path,
-            choice: self.choice,
-            tuning: self.tuning,
+        let file = |path: PathBuf| match &self.source {
+            ModelSource::RepositoryWith { opener, .. } => Opener::Custom {
+                path,
+                opener: opener.clone(),
+            },
+            _ => Opener::File {
+                path,
+                choice: self.choice,
+                tuning: self.tuning,
+            },
         };
         // A single file and caller-built backends are version 1, with no
         // fingerprint: a reload finds it unchanged.
@@ -442,7 +480,9 @@ impl Inner {
                 let name = config.name.clone().unwrap_or_else(|| "model".into());
                 return single(name, Opener::Factory(factory.clone()), config, labels);
             }
-            ModelSource::Repository(root) => root.clone(),
+            ModelSource::Repository(root) | ModelSource::RepositoryWith { root, .. } => {
+                root.clone()
+            }
         };
         let scan = match tokio::task::spawn_blocking(move || repository::scan(&root)).await {
             Ok(Ok(scan)) => scan,
@@ -548,6 +588,11 @@ impl Inner {
         let mut loads = Vec::new();
         let mut catalog = self.write();
         for (name, plan) in plans {
+            if !catalog.models.contains_key(name) {
+                // At 0 from the model's first sight, as the per-version
+                // series are from its load: a rate over it needs a start.
+                load_failures(name).increment(0);
+            }
             let slots = catalog.models.entry(name.clone()).or_default();
             match plan {
                 ModelPlan::Broken { reason, versions } => {
@@ -557,6 +602,7 @@ impl Inner {
                     let failed = ModelState::Failed(reason.clone());
                     if slots.values().any(|s| s.state != failed) || slots.is_empty() {
                         tracing::error!(model = %name, "cannot serve: {reason}");
+                        count_load_failure(name);
                     }
                     slots.clear();
                     let versions = if versions.is_empty() {
@@ -578,6 +624,7 @@ impl Inner {
                         match &plan.spec {
                             Err(reason) if !serving => {
                                 tracing::error!(model = %name, version = plan.version, "cannot serve: {reason}");
+                                count_load_failure(name);
                                 let state = ModelState::Failed(reason.clone());
                                 slots.insert(
                                     plan.version,
@@ -644,9 +691,11 @@ impl Inner {
                 }
                 Err(reason) if slot.serving.is_some() => {
                     tracing::error!(model = %name, version, "reload failed, the loaded instance keeps serving: {reason}");
+                    count_load_failure(&name);
                 }
                 Err(reason) => {
                     tracing::error!(model = %name, version, "failed to load: {reason}");
+                    count_load_failure(&name);
                     slot.state = ModelState::Failed(reason);
                 }
             }
@@ -683,9 +732,23 @@ impl Inner {
         retired
     }
 
-    /// Closes each retired instance and unloads it once its queue is answered.
+    /// Unloads each retired version once the requests that resolved it are
+    /// answered. It has left the catalogue, so no new request finds it; but
+    /// a request may have resolved it just before, and be between resolving
+    /// and queueing (decoding its images, fetching a URL): closing the queue
+    /// now would fail that request. So the queue closes when the last handle
+    /// to the version is dropped, that is when every such request has been
+    /// answered or has given up, and at the latest after the version's
+    /// request timeout: each of them arrived before the retirement, so its
+    /// deadline has passed by then, and a caller that keeps a handle for
+    /// longer cannot keep the version loaded. Queued requests are answered
+    /// before the thread exits.
     fn drain(self: &Arc<Self>, retired: Vec<(String, u64, Serving)>) {
         for (name, version, serving) in retired {
+            let Serving { handle, thread } = serving;
+            let weak = handle.downgrade();
+            let grace = Duration::from_millis(handle.config().batching.timeout_ms);
+            drop(handle);
             let id = {
                 let mut catalog = self.write();
                 catalog.next_drain += 1;
@@ -694,14 +757,21 @@ impl Inner {
                     id,
                     name: name.clone(),
                     version,
+                    handle: weak.clone(),
                 });
                 id
             };
             tracing::info!(model = %name, version, "draining");
-            serving.handle.close();
             let inner = Arc::downgrade(self);
             let task = tokio::spawn(async move {
-                let _ = tokio::task::spawn_blocking(move || serving.thread.join()).await;
+                let mut joined = tokio::task::spawn_blocking(move || thread.join());
+                tokio::select! {
+                    _ = &mut joined => {}
+                    () = tokio::time::sleep(grace) => {
+                        weak.close();
+                        let _ = joined.await;
+                    }
+                }
                 if let Some(inner) = inner.upgrade() {
                     inner.write().draining.retain(|d| d.id != id);
                 }

@@ -16,8 +16,8 @@ mod repository;
 #[cfg(feature = "tract")]
 pub use backend::TractBackend;
 pub use backend::{
-    Backend, BackendChoice, BackendFactory, BackendTuning, ORT_WHEEL, Signature, backend_name,
-    open_backend, open_backend_tuned, ort_runtime_status, resolve_choice,
+    Backend, BackendChoice, BackendFactory, BackendTuning, FileOpener, ORT_WHEEL, Signature,
+    backend_name, open_backend, open_backend_tuned, ort_runtime_status, resolve_choice,
 };
 #[cfg(feature = "onnxruntime")]
 pub use backend::{OrtBackend, ort_environment, ort_library_path};

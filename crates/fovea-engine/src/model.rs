@@ -10,7 +10,8 @@ use fovea_core::{Labels, ModelConfig, Tensor};
 use tokio::sync::oneshot;
 
 use crate::backend::{
-    Backend, BackendChoice, BackendFactory, BackendTuning, Signature, open_backend_tuned,
+    Backend, BackendChoice, BackendFactory, BackendTuning, FileOpener, Signature,
+    open_backend_tuned,
 };
 use crate::batcher::{self, BatchStats, Batcher, Inferred, Slot};
 use crate::error::EngineError;
@@ -43,13 +44,15 @@ pub(crate) enum Opener {
     },
     /// Backends the caller builds (`ModelSource::Backend`).
     Factory(BackendFactory),
+    /// A repository's model file, opened by the caller (`ModelSource::RepositoryWith`).
+    Custom { path: PathBuf, opener: FileOpener },
 }
 
 impl VersionSpec {
     /// What error messages name as the model at fault.
     pub(crate) fn origin(&self) -> String {
         match &self.opener {
-            Opener::File { path, .. } => path.display().to_string(),
+            Opener::File { path, .. } | Opener::Custom { path, .. } => path.display().to_string(),
             Opener::Factory(_) => format!("model `{}` (a caller-built backend)", self.name),
         }
     }
@@ -66,6 +69,9 @@ impl VersionSpec {
             // A caller-built backend sets its own threading.
             Opener::Factory(factory) => factory
                 .open()
+                .map_err(|e| format!("{}: {e}", self.origin())),
+            Opener::Custom { path, opener } => opener
+                .open(path)
                 .map_err(|e| format!("{}: {e}", self.origin())),
         }
     }
@@ -191,6 +197,27 @@ impl ModelHandle {
     /// Stops taking requests; queued ones are still answered.
     pub(crate) fn close(&self) {
         self.0.batcher.close();
+    }
+
+    /// A reference that does not keep the version open (see [`WeakHandle`]).
+    pub(crate) fn downgrade(&self) -> WeakHandle {
+        WeakHandle(Arc::downgrade(&self.0))
+    }
+}
+
+/// A retired version as the engine keeps it while it drains. The batcher's
+/// queue closes when the last [`ModelHandle`] goes (every request that
+/// resolved the version has been answered or gave up), so the engine holds
+/// only this, to close the queue itself at shutdown or after the grace.
+#[derive(Clone)]
+pub(crate) struct WeakHandle(std::sync::Weak<VersionInner>);
+
+impl WeakHandle {
+    /// Stops the version taking requests, if any caller still holds it.
+    pub(crate) fn close(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.batcher.close();
+        }
     }
 }
 

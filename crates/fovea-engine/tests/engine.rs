@@ -19,7 +19,7 @@ use fovea_engine::{
     BackendChoice, Engine, EngineError, EngineOptions, ModelHandle, ModelSource, ModelState,
     open_backend,
 };
-use fovea_testkit::{Gate, GatedBackend};
+use fovea_testkit::{Gate, GatedBackend, GatedRepository};
 
 fn options() -> EngineOptions {
     EngineOptions {
@@ -644,7 +644,14 @@ async fn wait_for(engine: &Engine, what: &str, done: impl Fn(&Engine) -> bool) {
 #[tokio::test]
 async fn hot_reload_serves_a_new_version_then_unloads_the_old_one() {
     let root = tempfile::tempdir().unwrap();
-    let dir = add_model(root.path(), "tiny", &tiny_config(""), &[1]);
+    // The test keeps version 1's handle past its retirement: the version
+    // unloads anyway once its request timeout has passed.
+    let dir = add_model(
+        root.path(),
+        "tiny",
+        &tiny_config("[batching]\ntimeout_ms = 200"),
+        &[1],
+    );
     let engine = Engine::start(
         ModelSource::Repository(root.path().to_path_buf()),
         EngineOptions {
@@ -693,6 +700,125 @@ async fn hot_reload_serves_a_new_version_then_unloads_the_old_one() {
     })
     .await;
     engine.shutdown().await;
+}
+
+/// An engine over `repo`, its versions on gated backends; the repository is
+/// scanned only when the test calls `reload`.
+async fn gated_repository_engine(repo: &GatedRepository) -> Engine {
+    let engine = Engine::start(repo.source(), options()).await.unwrap();
+    assert!(engine.is_ready(), "{:?}", engine.statuses());
+    engine
+}
+
+#[tokio::test]
+async fn a_retired_version_answers_every_request_that_resolved_it_before_it_unloads() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = GatedRepository::new(root.path(), "gated", "\"all\"", "max_batch_size = 4");
+    let (mut v1, v2) = (
+        Gate::new(&[3, 32, 32], CLASSES),
+        Gate::new(&[3, 32, 32], CLASSES),
+    );
+    repo.add_version(1, &v1);
+    let engine = gated_repository_engine(&repo).await;
+    v1.hold();
+    let inputs: Vec<Tensor> = (0..4).map(|i| tiny_input(1, i)).collect();
+    // Four requests of version 1 at four stages: one resolved the version
+    // and has not asked for room yet, one was admitted and is still being
+    // decoded, one is in the running batch, one waits in the queue.
+    let resolved = engine.model("gated", None).unwrap();
+    assert_eq!(resolved.version(), 1);
+    let admitted = resolved.admit(1, far()).unwrap();
+    let running = queue(&resolved, inputs[0].clone(), far());
+    assert_eq!(v1.started().await.input, inputs[0]);
+    let queued = queue(&resolved, inputs[1].clone(), far());
+
+    repo.add_version(2, &v2);
+    engine.reload().await;
+    assert_eq!(engine.model("gated", None).unwrap().version(), 2);
+    repo.remove_version(1);
+    engine.reload().await;
+    assert_eq!(state_of(&engine, "gated", 1), Some(ModelState::Unloading));
+    assert!(matches!(
+        engine.model("gated", Some(1)),
+        Err(EngineError::VersionNotFound { version: 1, .. })
+    ));
+
+    // Retired, the version still takes the work of requests that found it
+    // before: the decoded image, and the request that only now asks for room.
+    let mut decoded = {
+        let input = inputs[2].clone();
+        Box::pin(async move { admitted.infer(input).await }) as Answer
+    };
+    if let Poll::Ready(refused) = poll_once(&mut decoded) {
+        panic!("an admitted request was refused by its retired version: {refused:?}");
+    }
+    let late = queue(&resolved, inputs[3].clone(), far());
+    assert_eq!(v1.instances(), 1, "version 1 unloaded under its requests");
+    v1.open();
+    for (answer, input) in [running, queued, decoded, late].into_iter().zip(&inputs) {
+        assert_answers(answer, input).await;
+    }
+    // Its last request gone, the version unloads without waiting for its timeout.
+    drop(resolved);
+    wait_for(&engine, "version 1 to unload", |e| {
+        state_of(e, "gated", 1).is_none() && v1.instances() == 0
+    })
+    .await;
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_engine_stays_ready_while_a_new_version_loads() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = GatedRepository::new(root.path(), "gated", "\"all\"", "max_batch_size = 4");
+    let (v1, mut v2) = (
+        Gate::new(&[3, 32, 32], CLASSES),
+        Gate::new(&[3, 32, 32], CLASSES),
+    );
+    repo.add_version(1, &v1);
+    let engine = gated_repository_engine(&repo).await;
+    // Held before version 2 loads, its gate holds its warm-up too.
+    v2.hold();
+    repo.add_version(2, &v2);
+    let reload = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.reload().await }
+    });
+    v2.started().await;
+    assert_eq!(state_of(&engine, "gated", 2), Some(ModelState::Loading));
+    assert!(
+        engine.is_ready(),
+        "a reload took the engine out of readiness: {:?}",
+        engine.statuses()
+    );
+    assert_eq!(engine.model("gated", None).unwrap().version(), 1);
+    v2.open();
+    reload.await.unwrap();
+    assert_eq!(engine.model("gated", None).unwrap().version(), 2);
+    assert!(engine.is_ready());
+}
+
+#[tokio::test]
+async fn a_corrupt_new_version_fails_alone_and_the_old_one_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = add_model(root.path(), "tiny", &tiny_config(""), &[1]);
+    let engine = start(root.path()).await;
+    // A copy cut short, as an interrupted upload leaves it.
+    let model = std::fs::read(tiny_model()).unwrap();
+    std::fs::create_dir(dir.join("2")).unwrap();
+    std::fs::write(dir.join("2/model.onnx"), &model[..model.len() / 2]).unwrap();
+    engine.reload().await;
+    let reason = failure_of(&engine, "tiny", 2);
+    assert!(reason.contains("2/model.onnx"), "{reason}");
+    assert_eq!(state_of(&engine, "tiny", 1), Some(ModelState::Available));
+    let serving = engine.model("tiny", None).unwrap();
+    assert_eq!(serving.version(), 1);
+    let output = serving.infer(tiny_input(1, 0), later(5000)).await.unwrap();
+    assert_eq!(output.shape(), &[1, 10]);
+    assert!(
+        engine.is_ready(),
+        "a refused new version took a serving model out of readiness"
+    );
 }
 
 #[tokio::test]

@@ -88,7 +88,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     code(
         "not_ready",
         Unavailable,
-        "Models are still loading (`/readyz`: or a model failed to load)",
+        "Models are still loading (`/readyz`: or a model has no version that loaded)",
     ),
     code("internal_error", Internal, "A handler panicked"),
     code(

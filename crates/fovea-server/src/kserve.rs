@@ -197,15 +197,15 @@ pub async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-/// `GET /v2/health/ready`: every configured model version is available.
+/// `GET /v2/health/ready`: every model has an available version (as `/readyz`).
 #[utoipa::path(
     get,
     path = "/v2/health/ready",
     tag = "kserve",
     summary = "Server readiness",
     responses(
-        (status = 200, description = "Every configured model version is available (empty body)"),
-        (status = 503, description = "Models are loading, or one failed to load (empty body)"),
+        (status = 200, description = "Every model has an available version (empty body)"),
+        (status = 503, description = "Models are loading, or a model has no version that loaded (empty body)"),
     ),
 )]
 pub async fn ready(State(state): State<AppState>) -> StatusCode {

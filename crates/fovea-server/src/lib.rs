@@ -107,6 +107,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/metrics", get(ops::metrics)),
         ("/openapi.json", get(openapi::openapi_json)),
         ("/api/v1/models", get(models::list)),
+        ("/api/v1/models/reload", post(models::reload)),
         ("/api/v1/predict", post(predict::predict)),
         ("/api/v1/stream", get(stream::websocket)),
         ("/v1/models", get(tfserving::list)),
@@ -261,7 +262,8 @@ pub async fn serve(
 
 /// Serves `state` on an already bound listener until `shutdown` resolves;
 /// then stops accepting, lets in-flight requests finish (for at most
-/// `shutdown_timeout`), and drains the engine.
+/// `shutdown_timeout`), and drains the engine unless another front end
+/// (gRPC) still serves the same state, in which case the last to stop does.
 pub async fn serve_on(
     listener: TcpListener,
     state: AppState,
@@ -270,6 +272,7 @@ pub async fn serve_on(
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!("listening on http://{addr}");
+    state.front_end_started();
     let app = router(state.clone());
     let upkeep = state.access().spawn_upkeep();
     let stopping = state.clone();
@@ -291,10 +294,8 @@ pub async fn serve_on(
         ),
     }
     upkeep.abort();
-    if let Some(engine) = state.engine() {
-        engine.shutdown().await;
-    }
     tracing::info!("HTTP server stopped");
+    state.front_end_stopped().await;
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! `GET /api/v1/models`: the simple API's model listing (which models and
 //! versions are served, in what state, and what a request that names none
 //! gets). The demo page and the start banner read the same [`catalog`].
+//! `POST /api/v1/models/reload`: the operator's trigger for a rescan of the
+//! repository, answered with the listing once it is done.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,6 +10,7 @@ use fovea_engine::{Engine, ModelState, ModelStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Every served model, with the backend running them.
@@ -126,4 +129,38 @@ pub fn catalog(engine: Option<&Engine>) -> ModelList {
 )]
 pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
     Json(catalog(state.engine()))
+}
+
+/// `POST /api/v1/models/reload`.
+///
+/// fovea's own endpoint rather than Triton's `POST
+/// /v2/repository/models/{name}/load`: Triton's load and unload act on one
+/// model, in its EXPLICIT control mode, and may carry a config to serve it
+/// with, where fovea's repository is declarative (what is on disk is what is
+/// served, as in Triton's POLL mode, which refuses load and unload). So this
+/// does what the poller does, now: one pass over the whole repository.
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/reload",
+    operation_id = "reload_models",
+    tag = "simple",
+    summary = "Rescan the model repository now",
+    description = "Does at once what `--poll-interval-secs` does periodically: loads and warms up \
+        every new or changed version beside the serving ones, then retires the versions the \
+        repository no longer selects (each unloads once the requests that found it are \
+        answered). Answers when the loads are done, with the listing of `GET /api/v1/models`: \
+        a version that could not be loaded is `failed` with its `reason`, and the versions it \
+        would have replaced keep serving. The body is ignored. A server serving one file \
+        (`--model`) has nothing to rescan and answers the listing.",
+    responses(
+        (status = 200, description = "The models after the rescan", body = ModelList),
+        (status = 503, description = "Models are still loading", body = crate::error::ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))),
+    ),
+)]
+pub async fn reload(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+    let engine = state.ready_engine()?;
+    tracing::info!("repository reload requested");
+    engine.reload().await;
+    Ok(Json(catalog(Some(engine))))
 }

@@ -35,6 +35,7 @@ use crate::{kserve, models, ops, predict, tfserving};
         ops::metrics,
         openapi_json,
         models::list,
+        models::reload,
         predict::predict,
         crate::stream::websocket,
         tfserving::list,

@@ -38,15 +38,16 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// `GET /readyz`: 200 only when every configured model is loaded and warm.
+/// `GET /readyz`: 200 only when every model has a version loaded, warm and
+/// taking traffic (`Engine::is_ready`: a reload does not take it away).
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "ops",
     summary = "Readiness",
     responses(
-        (status = 200, description = "Every configured model version is loaded and warm", body = Readiness),
-        (status = 503, description = "Models are loading, or one failed to load", body = ErrorBody,
+        (status = 200, description = "Every model has a version loaded, warm and taking traffic", body = Readiness),
+        (status = 503, description = "Models are loading, or a model has no version that loaded", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds"))),
     ),
 )]
@@ -56,7 +57,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
         Some(_) => Err(ApiError::new(
             ErrorKind::Unavailable,
             "not_ready",
-            "not every configured model is loaded yet",
+            "a model has no version available (see /api/v1/models)",
         )),
         None => Err(ApiError::new(
             ErrorKind::Unavailable,

@@ -3,6 +3,7 @@
 //! load), the URL fetcher, the stream slots and the metrics handle.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fovea_engine::Engine;
 use fovea_pipeline::Pipeline;
@@ -30,6 +31,11 @@ struct Shared {
     /// Becomes true when the server begins shutting down, so that streams,
     /// which never end on their own, close.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Front ends (the HTTP and gRPC servers) serving this state and not
+    /// stopped yet. The last one to stop drains the engine: the HTTP server
+    /// finishing its drain first must not take the models from under gRPC
+    /// calls still in flight.
+    front_ends: AtomicUsize,
 }
 
 impl AppState {
@@ -45,6 +51,7 @@ impl AppState {
                 stream_limits: config.streams.clone(),
                 stream_slots: StreamSlots::new(config.streams.max_streams),
                 stopping: tokio::sync::watch::Sender::new(false),
+                front_ends: AtomicUsize::new(0),
             }),
         })
     }
@@ -115,6 +122,22 @@ impl AppState {
     /// Tells every open stream to close (the server is shutting down).
     pub fn begin_shutdown(&self) {
         self.inner.stopping.send_replace(true);
+    }
+
+    /// A front end starts serving this state.
+    pub(crate) fn front_end_started(&self) {
+        self.inner.front_ends.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A front end has stopped, its in-flight requests answered (or cut off
+    /// at the shutdown timeout); the last one drains the engine.
+    pub(crate) async fn front_end_stopped(&self) {
+        let before = self.inner.front_ends.fetch_sub(1, Ordering::AcqRel);
+        if before == 1
+            && let Some(engine) = self.engine()
+        {
+            engine.shutdown().await;
+        }
     }
 
     /// Watches for [`AppState::begin_shutdown`].

@@ -6,13 +6,16 @@
 //! nothing passes in CI by skipping.
 //!
 //! It also holds the test doubles they share: [`Gate`] and its
-//! [`GatedBackend`], a backend the test lets run batch by batch.
+//! [`GatedBackend`], a backend the test lets run batch by batch, and
+//! [`GatedRepository`], a model repository whose versions run on them.
 
 mod gated;
+mod repository;
 
 use std::path::{Path, PathBuf};
 
 pub use gated::{Batch, Gate, GatedBackend};
+pub use repository::GatedRepository;
 
 /// Set in CI: a test that needs `../shared` fails when it is absent.
 pub const REQUIRE_SHARED: &str = "FOVEA_REQUIRE_SHARED";

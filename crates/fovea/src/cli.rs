@@ -59,6 +59,23 @@ pub enum Command {
 pub enum ModelsCommand {
     /// List each model: versions, input, preprocessing, labels, and whether its config is valid.
     List(RepositoryArgs),
+    /// Make a running server rescan its repository now (new, changed and removed versions), and
+    /// print its models afterwards; fails when a version could not be loaded.
+    Reload(ReloadArgs),
+}
+
+/// `fovea models reload`
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Server to ask (its HTTP address).
+    #[arg(long, env = "FOVEA_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API key, when the server has keys on (sent as `Authorization: Bearer`).
+    #[arg(long, env = "FOVEA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print the server's JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A repository path on its own.
@@ -181,7 +198,7 @@ pub struct ServeArgs {
     /// Largest body a URL fetch may return.
     #[arg(long, env = "FOVEA_URL_MAX_BYTES", default_value_t = defaults::URL_MAX_BYTES)]
     pub url_max_bytes: usize,
-    /// How long in-flight requests may run once SIGINT/SIGTERM arrives.
+    /// How long in-flight requests may run once SIGINT/SIGTERM arrives (a second signal stops at once).
     #[arg(long, env = "FOVEA_SHUTDOWN_TIMEOUT_SECS", default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
     /// Re-scan the repository for new, changed or removed versions every N seconds (0 = off).

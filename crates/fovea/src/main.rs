@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve::run(args).await,
             Command::Predict(args) => predict::run(args).await,
             Command::Models(ModelsCommand::List(args)) => models::list(&args),
+            Command::Models(ModelsCommand::Reload(args)) => models::reload(&args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Quantize(_) | Command::Doctor(_) => Ok(()),
             #[cfg(feature = "train")]

@@ -1,9 +1,12 @@
 //! `fovea models list`: what a repository holds and whether each config is
-//! valid, read from disk without loading any model.
+//! valid, read from disk without loading any model. `fovea models reload`:
+//! a running server's rescan, through its `POST /api/v1/models/reload`.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use fovea_core::{PreprocessConfig, Resize};
 use fovea_engine::ScannedModel;
+use fovea_server::error::ErrorBody;
+use serde_json::Value;
 
 /// Prints one block per model; fails (exit 1) when any model is invalid, so
 /// the command doubles as a repository check in CI. The repository is read by
@@ -83,4 +86,92 @@ fn summarise(p: &PreprocessConfig) -> String {
         "{resize}{crop}, mean {:?}, std {:?}, {:?}",
         p.mean, p.std, p.color
     )
+}
+
+/// Asks the server at `args.server` to rescan its repository and prints its
+/// models afterwards. Fails (exit 1) when the server refuses, or when a
+/// version could not be loaded, so a deployment script stops there; the
+/// versions that version would have replaced are still serving.
+pub async fn reload(args: &crate::cli::ReloadArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(fovea_server::tls_client_config()?)
+        .build()?;
+    let url = format!("{}/api/v1/models/reload", args.server.trim_end_matches('/'));
+    let mut request = client.post(&url);
+    if let Some(key) = &args.api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => bail!(
+                "server answered {status}: {} ({})",
+                e.error.message,
+                e.error.code
+            ),
+            Err(_) => bail!(
+                "server answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+    let listing: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("{url} answered something other than a model listing"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+    } else {
+        print!("{}", summary(&listing));
+    }
+    let failed = failures(&listing);
+    if failed > 0 {
+        bail!("{failed} model version(s) failed to load; the versions serving before still serve");
+    }
+    Ok(())
+}
+
+/// One line per model and one per version of the listing.
+fn summary(listing: &Value) -> String {
+    let mut text = String::new();
+    let models = listing["models"].as_array().map_or(&[][..], Vec::as_slice);
+    if models.is_empty() {
+        text.push_str("no models\n");
+    }
+    for model in models {
+        let default = match model["default_version"].as_u64() {
+            Some(version) => format!("default version {version}"),
+            None => "no version available".to_string(),
+        };
+        text.push_str(&format!(
+            "{}: {default}\n",
+            model["name"].as_str().unwrap_or("?")
+        ));
+        for version in model["versions"].as_array().map_or(&[][..], Vec::as_slice) {
+            let state = version["state"].as_str().unwrap_or("?");
+            let reason = version["reason"]
+                .as_str()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "  version {} {state}{reason}\n",
+                version["version"]
+            ));
+        }
+    }
+    text
+}
+
+/// Versions of the listing whose state is `failed`.
+fn failures(listing: &Value) -> usize {
+    listing["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|model| model["versions"].as_array().into_iter().flatten())
+        .filter(|version| version["state"] == "failed")
+        .count()
 }

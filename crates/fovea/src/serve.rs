@@ -1,6 +1,6 @@
 //! `fovea serve`: bind first (so /healthz answers while models load), start
 //! the engine, hand it to the server, and shut down gracefully on SIGINT or
-//! SIGTERM.
+//! SIGTERM (at once on a second one).
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -83,33 +83,85 @@ pub fn bound_malloc_arenas(threads: usize) {
     let _ = threads;
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for SIGINT: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
+/// The signals that stop the server: the first begins the graceful drain,
+/// a second ends the process at once. Both listeners are registered once,
+/// at start-up, so a second signal that comes while the first is being
+/// handled is not lost (a listener sees only signals after it exists).
+struct StopSignals {
     #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .map_err(|e| tracing::warn!("cannot listen for {name}: {e}"))
+                    .ok()
+            };
+            Self {
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
             }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The next SIGINT or SIGTERM: its name and the exit status a process
+    /// killed by it reports (128 + its number), as shells expect.
+    async fn next(&mut self) -> (&'static str, i32) {
+        #[cfg(unix)]
+        {
+            async fn on(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        if signal.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = on(&mut self.interrupt) => ("SIGINT", 130),
+                () = on(&mut self.terminate) => ("SIGTERM", 143),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::warn!("cannot listen for Ctrl-C: {e}");
                 std::future::pending::<()>().await;
             }
+            ("Ctrl-C", 130)
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
     }
+}
+
+/// Fires `stop` on the first SIGINT or SIGTERM, which begins the graceful
+/// drain; a second one ends the process at once with its signal's exit
+/// status, for an operator who will not wait for in-flight requests (the
+/// drain may last up to `--shutdown-timeout-secs`).
+fn stop_on_signals(stop: tokio::sync::watch::Sender<bool>) {
+    let mut signals = StopSignals::new();
+    tokio::spawn(async move {
+        let (first, _) = signals.next().await;
+        tracing::info!(
+            "{first} received: finishing in-flight requests; a second signal stops at once"
+        );
+        let _ = stop.send(true);
+        let (second, status) = signals.next().await;
+        tracing::warn!(
+            "{second} received during the graceful shutdown: exiting now, in-flight requests unanswered"
+        );
+        std::process::exit(status);
+    });
 }
 
 /// Re-reads the API keys file on every SIGHUP (it is also re-read when it
@@ -210,10 +262,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = fovea_server::bind(config.http_addr).await?;
     // One signal stops both servers: the watch fans it out.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    stop_on_signals(stop_tx);
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -266,8 +315,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(grpc) = grpc {
         grpc.await.context("gRPC server task failed")??;
     }
-    // serve_on drained the engine if it saw it; a shutdown that raced the
-    // engine's start-up is drained here (shutdown is idempotent).
+    // The last server to stop drained the engine if it saw it; a shutdown
+    // that raced the engine's start-up is drained here (shutdown is idempotent).
     engine.shutdown().await;
     Ok(())
 }

@@ -64,6 +64,36 @@ impl fmt::Debug for BackendFactory {
     }
 }
 
+/// Opens a repository version's model file with a backend the caller
+/// builds, for [`ModelSource::RepositoryWith`](crate::ModelSource::RepositoryWith):
+/// called once per instance, on the version's inference thread, with the
+/// path of its `model.onnx`. Cheap to clone.
+#[derive(Clone)]
+pub struct FileOpener(Arc<OpenFile>);
+
+/// What a [`FileOpener`] calls: the model file's path to a fresh backend.
+type OpenFile = dyn Fn(&Path) -> Result<Box<dyn Backend>, BackendError> + Send + Sync;
+
+impl FileOpener {
+    /// Wraps `open`, which returns a fresh backend for the model file it is given.
+    pub fn new(
+        open: impl Fn(&Path) -> Result<Box<dyn Backend>, BackendError> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(open))
+    }
+
+    /// A new backend instance for the model file `path`.
+    pub fn open(&self, path: &Path) -> Result<Box<dyn Backend>, BackendError> {
+        (self.0)(path)
+    }
+}
+
+impl fmt::Debug for FileOpener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FileOpener(..)")
+    }
+}
+
 /// A model's single input and output: names and shapes, `None` where a
 /// dimension is dynamic (the batch dimension, normally).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,7 +32,8 @@ pub async fn serve_grpc(
 }
 
 /// Serves gRPC on a bound listener until `shutdown` resolves; in-flight calls
-/// then get at most `shutdown_timeout` to finish.
+/// then get at most `shutdown_timeout` to finish. The last front end of
+/// `state` to stop (this or the HTTP server) drains the engine.
 pub async fn serve_grpc_on(
     listener: TcpListener,
     state: AppState,
@@ -41,6 +42,7 @@ pub async fn serve_grpc_on(
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!("gRPC listening on {addr}");
+    state.front_end_started();
     // Raw tensors need their bytes plus a little framing, like HTTP bodies.
     let limit = state.limits().max_body_bytes.saturating_add(64 * 1024);
     let predictions = PredictionServiceServer::new(TfPredictionService::new(state.clone()))
@@ -49,6 +51,7 @@ pub async fn serve_grpc_on(
     let models = ModelServiceServer::new(TfModelService::new(state.clone()))
         .max_decoding_message_size(limit);
     let stopping = state.clone();
+    let stopping_state = state.clone();
     let state_access = state.access().clone();
     let shutdown = async move {
         shutdown.await;
@@ -75,12 +78,14 @@ pub async fn serve_grpc_on(
         .add_service(models)
         .add_service(kserve)
         .serve_with_incoming_shutdown(incoming, signal);
-    tokio::select! {
-        result = server => result.map_err(|e| ServerError::Grpc(e.to_string()))?,
-        () = deadline => tracing::warn!(
-            "gRPC calls still running after {shutdown_timeout:?}; stopping anyway"
-        ),
-    }
+    let result = tokio::select! {
+        result = server => result.map_err(|e| ServerError::Grpc(e.to_string())),
+        () = deadline => {
+            tracing::warn!("gRPC calls still running after {shutdown_timeout:?}; stopping anyway");
+            Ok(())
+        }
+    };
     tracing::info!("gRPC server stopped");
-    Ok(())
+    stopping_state.front_end_stopped().await;
+    result
 }

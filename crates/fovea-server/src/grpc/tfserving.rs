@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use fovea_engine::ModelHandle;
+use fovea_engine::{ModelHandle, ModelState};
 use fovea_proto::tensorflow::serving::model_service_server::ModelService;
 use fovea_proto::tensorflow::serving::prediction_service_server::PredictionService;
 use fovea_proto::tensorflow::serving::{
@@ -182,12 +182,44 @@ impl ModelService for TfModelService {
         }))
     }
 
+    /// fovea has no model config list to replace: what its repository
+    /// holds is what it serves. An empty or absent config (TF Serving itself
+    /// takes no action on one) is therefore read as "rescan the repository
+    /// now", the `POST /api/v1/models/reload` of the REST side; a config
+    /// naming models asks for what fovea cannot do and is refused whole
+    /// (UNIMPLEMENTED), never half-applied. The reply's status is OK, or
+    /// UNKNOWN listing the versions that failed to load (those they would
+    /// have replaced keep serving), as `GetModelStatus` reports them.
     async fn handle_reload_config_request(
         &self,
-        _request: Request<ReloadConfigRequest>,
+        request: Request<ReloadConfigRequest>,
     ) -> Result<Response<ReloadConfigResponse>, Status> {
-        Err(Status::unimplemented(
-            "fovea reloads its model repository by polling; HandleReloadConfigRequest is not supported",
-        ))
+        let request = request.into_inner();
+        if request.config.is_some_and(|c| c.config.is_some()) {
+            return Err(Status::unimplemented(
+                "fovea serves the models of its repository (--models) and takes no ModelServerConfig: \
+                 change the repository, then send a ReloadConfigRequest without a config to rescan it",
+            ));
+        }
+        let engine = self.state.ready_engine()?;
+        tracing::info!("repository reload requested (TF Serving HandleReloadConfigRequest)");
+        engine.reload().await;
+        let failed: Vec<String> = engine
+            .statuses()
+            .into_iter()
+            .filter_map(|s| match s.state {
+                ModelState::Failed(reason) => {
+                    Some(format!("{} version {}: {reason}", s.name, s.version))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(Response::new(ReloadConfigResponse {
+            status: Some(StatusProto {
+                // tensorflow.error.Code: OK = 0, UNKNOWN = 2.
+                error_code: if failed.is_empty() { 0 } else { 2 },
+                error_message: failed.join("; "),
+            }),
+        }))
     }
 }
