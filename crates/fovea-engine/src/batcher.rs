@@ -55,6 +55,9 @@ pub struct BatchStats {
     pub dropped_deadline: u64,
     /// Requests dropped because their caller had gone before inference.
     pub dropped_cancelled: u64,
+    /// Items admitted now and not yet cut into a batch (decoding or queued):
+    /// what `fovea_queue_depth` reports.
+    pub queued: usize,
 }
 
 /// State shared by the async side and the inference thread.
@@ -190,6 +193,15 @@ impl Drop for Slot {
 /// The async side of a batcher: admits requests into the queue.
 pub(crate) struct Batcher {
     shared: std::sync::Arc<Shared>,
+}
+
+/// The version's last handle is gone: nothing can be queued any more, so
+/// the queue closes (once admitted slots are given back) and the thread,
+/// which shares the way in through `Shared`, drains and exits.
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// An inference thread's side: the receiving end and the shared counters.
@@ -349,6 +361,7 @@ impl Batcher {
             refused_queue_full: s.refused_queue_full.load(Ordering::Relaxed),
             dropped_deadline: s.dropped_deadline.load(Ordering::Relaxed),
             dropped_cancelled: s.dropped_cancelled.load(Ordering::Relaxed),
+            queued: s.queued.load(Ordering::Acquire),
         }
     }
 }
