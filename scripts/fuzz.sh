@@ -37,6 +37,12 @@ fi
 # -a: debug assertions and overflow checks in the optimised build, so that
 # arithmetic on client-declared sizes that would wrap is a crash here.
 build=(-a --sanitizer "$sanitizer")
+# FOVEA_FUZZ_TARGET_DIR: where the instrumented build goes (default
+# fuzz/target). CI points it at the machine's cache, so that a later run on
+# the same machine rebuilds only fovea's crates, not its ~400 dependencies.
+if [ -n "${FOVEA_FUZZ_TARGET_DIR:-}" ]; then
+    build+=(--target-dir "$FOVEA_FUZZ_TARGET_DIR")
+fi
 
 # target, largest single allocation (MiB), largest input (bytes; 0: libFuzzer
 # picks from the corpus). A request target's input never needs more than a
