@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{self, ApiError};
 use crate::state::AppState;
+use crate::tls::{Tls, TlsError, TlsFiles};
 
 /// Access policy; each field is a `fovea serve` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,7 @@ pub struct AccessConfig {
     pub max_concurrent_requests: usize,
     /// Open connections per listener (HTTP, gRPC); more wait to be accepted.
     pub max_connections: usize,
-    /// How often the keys file is checked for changes.
+    /// How often the keys file (and the TLS files) are checked for changes.
     pub keys_poll_interval: Duration,
     /// A request's headers must arrive within this (also the idle time after
     /// which a keep-alive connection is closed).
@@ -53,6 +54,9 @@ pub struct AccessConfig {
     /// gRPC calls one HTTP/2 connection may have open at once (streams
     /// beyond it wait in the client: what stops one connection's flood).
     pub grpc_max_concurrent_streams: u32,
+    /// TLS on both listeners (and client certificates when it names a CA);
+    /// None: plain text. Its files are watched like the keys file.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for AccessConfig {
@@ -70,6 +74,7 @@ impl Default for AccessConfig {
             header_read_timeout: Duration::from_secs(defaults::HEADER_READ_TIMEOUT_SECS),
             body_read_timeout: Duration::from_secs(defaults::BODY_READ_TIMEOUT_SECS),
             grpc_max_concurrent_streams: defaults::GRPC_MAX_CONCURRENT_STREAMS,
+            tls: None,
         }
     }
 }
@@ -90,6 +95,17 @@ pub enum KeysError {
         line: usize,
         reason: String,
     },
+}
+
+/// Why the access policy's files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The API keys file.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    /// The TLS certificate, key or client CA.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// The accepted keys, held as SHA-256 digests: the secrets themselves are
@@ -174,6 +190,7 @@ pub struct Access {
     loaded: RwLock<Option<SystemTime>>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     in_flight: Arc<Semaphore>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl std::fmt::Debug for Access {
@@ -185,19 +202,21 @@ impl std::fmt::Debug for Access {
 }
 
 impl Access {
-    /// The policy of `config`, with its keys file read now.
-    pub fn new(config: AccessConfig) -> Result<Self, KeysError> {
+    /// The policy of `config`, with its keys and TLS files read now.
+    pub fn new(config: AccessConfig) -> Result<Self, AccessError> {
         let limiter = config
             .rate_limit
             .map(|rate| RateLimiter::keyed(Quota::per_second(rate).allow_burst(config.rate_burst)));
+        let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
         let access = Self {
+            tls,
             in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
             config,
             keys: RwLock::new(None),
             loaded: RwLock::new(None),
             limiter,
         };
-        access.reload()?;
+        access.reload_keys()?;
         Ok(access)
     }
 
@@ -231,8 +250,22 @@ impl Access {
         self.config.api_keys_file.is_some()
     }
 
+    /// TLS for the listeners, when it is on.
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
+    }
+
+    /// Reads the keys file and the TLS files again (SIGHUP); on error what
+    /// is in force stays. Both are tried whatever the other's outcome.
+    pub fn reload(&self) -> Result<(), AccessError> {
+        let keys = self.reload_keys();
+        let tls = self.tls.as_ref().map_or(Ok(()), |tls| tls.reload());
+        keys?;
+        Ok(tls?)
+    }
+
     /// Reads the keys file again; on error the keys in force stay.
-    pub fn reload(&self) -> Result<(), KeysError> {
+    fn reload_keys(&self) -> Result<(), KeysError> {
         let Some(path) = &self.config.api_keys_file else {
             return Ok(());
         };
@@ -258,14 +291,14 @@ impl Access {
         if modified == *self.loaded.read().unwrap_or_else(|e| e.into_inner()) {
             return;
         }
-        if let Err(e) = self.reload() {
+        if let Err(e) = self.reload_keys() {
             tracing::error!("API keys not reloaded, the previous ones stay in force: {e}");
             // Said once per change of the file, not at every check.
             *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = modified;
         }
     }
 
-    /// Watches the keys file and forgets idle clients' rate buckets, until
+    /// Watches the keys and TLS files and forgets idle clients' rate buckets, until
     /// the returned task is aborted or the policy dropped.
     pub fn spawn_upkeep(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let interval = self
@@ -282,6 +315,9 @@ impl Access {
                     return;
                 };
                 access.reload_if_changed();
+                if let Some(tls) = &access.tls {
+                    tls.reload_if_changed();
+                }
                 if let Some(limiter) = &access.limiter {
                     limiter.retain_recent();
                 }

@@ -323,9 +323,9 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Grpc(String),
-    /// The API keys file could not be used.
+    /// The API keys file or the TLS files could not be used.
     #[error(transparent)]
-    Keys(#[from] crate::access::KeysError),
+    Access(#[from] crate::access::AccessError),
 }
 
 impl FoveaError for ServerError {
@@ -339,7 +339,8 @@ impl FoveaError for ServerError {
             ServerError::HttpClient(_) => "http_client_failed",
             ServerError::Metrics(_) => "metrics_failed",
             ServerError::Grpc(_) => "grpc_failed",
-            ServerError::Keys(_) => "api_keys_invalid",
+            ServerError::Access(crate::access::AccessError::Keys(_)) => "api_keys_invalid",
+            ServerError::Access(crate::access::AccessError::Tls(_)) => "tls_invalid",
         }
     }
 }

@@ -467,6 +467,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         meaning: "The `--api-keys-file` cannot be read or a line is not a key (at start-up; on a reload the previous keys stay in force)",
     },
     ErrorCode {
+        code: "tls_invalid",
+        answer: Answer::StartUp,
+        meaning: "`--tls-cert`, `--tls-key` or `--tls-client-ca` cannot be read, holds no PEM of its kind, or the key does not match the certificate (at start-up; on a reload the certificate in force stays)",
+    },
+    ErrorCode {
         code: "bind_failed",
         answer: Answer::StartUp,
         meaning: "The HTTP or gRPC address cannot be bound",

@@ -20,6 +20,7 @@ pub mod telemetry;
 pub mod tensor_input;
 pub mod tfserving;
 pub mod timing;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -271,7 +272,12 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
-    tracing::info!("listening on http://{addr}");
+    let scheme = if state.access().tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!("listening on {scheme}://{addr}");
     state.front_end_started();
     let app = router(state.clone());
     let upkeep = state.access().spawn_upkeep();
@@ -288,7 +294,7 @@ pub async fn serve_on(
     let listener = listener::Limited::new(listener, state.access().max_connections());
     let timeouts = state.access().connection_timeouts();
     tokio::select! {
-        () = listener::serve_http(listener, app, timeouts, signal) => {}
+        () = listener::serve_http(listener, app, state.access().tls().cloned(), timeouts, signal) => {}
         () = deadline => tracing::warn!(
             "in-flight requests still running after {shutdown_timeout:?}; stopping anyway"
         ),

@@ -4,7 +4,10 @@
 //! kernel's accept queue instead of costing fovea memory and descriptors),
 //! and the HTTP connection loop with the timeouts hostile clients need
 //! (axum::serve has none: a client trickling its headers, or idling on a
-//! keep-alive connection, would hold its connection for ever).
+//! keep-alive connection, would hold its connection for ever). With TLS on,
+//! each connection's handshake runs in a task of its own, bounded by the
+//! header-read timeout, so a client that stalls it holds only its own
+//! connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
+
+use crate::tls::{self, Tls};
 
 /// A connection holding one of its listener's permits.
 pub struct Permitted {
@@ -78,6 +83,114 @@ impl tonic::transport::server::Connected for Permitted {
     }
 }
 
+/// An accepted connection, in plain text or after its TLS handshake.
+pub enum Connection {
+    Plain(Permitted),
+    Tls(Box<tokio_rustls::server::TlsStream<Permitted>>),
+}
+
+impl Connection {
+    /// `io` as it is when `tls` is off; otherwise after a handshake that
+    /// must finish within `timeout`. A failed handshake is counted.
+    pub async fn accept(
+        io: Permitted,
+        tls: Option<&Tls>,
+        listener: tls::Listener,
+        timeout: Duration,
+    ) -> io::Result<Self> {
+        let Some(tls) = tls else {
+            return Ok(Connection::Plain(io));
+        };
+        let handshake = tls.acceptor(listener).accept(io);
+        let outcome = match tokio::time::timeout(timeout, handshake).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake not finished in time",
+            )),
+        };
+        outcome
+            .map(|stream| Connection::Tls(Box::new(stream)))
+            .inspect_err(|_| {
+                let listener = match listener {
+                    tls::Listener::Http => "http",
+                    tls::Listener::Grpc => "grpc",
+                };
+                metrics::counter!("fovea_tls_handshake_failures_total", "listener" => listener)
+                    .increment(1);
+            })
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Connection::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Connection::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(io) => Pin::new(io).poll_flush(cx),
+            Connection::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Connection::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Connection::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Connection::Plain(io) => io.is_write_vectored(),
+            Connection::Tls(io) => io.is_write_vectored(),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Connection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        match self {
+            Connection::Plain(io) => io.connect_info(),
+            Connection::Tls(io) => io.get_ref().0.connect_info(),
+        }
+    }
+}
+
 /// The HTTP listener with a connection cap.
 pub struct Limited {
     inner: TcpListener,
@@ -122,37 +235,75 @@ impl axum::serve::Listener for Limited {
     }
 }
 
-/// The gRPC server's incoming connections, at most `max` open at once.
+/// The gRPC server's incoming connections, at most `max` open at once,
+/// through TLS when `tls` is on. Accepting runs in a task that ends when the
+/// stream is dropped (the server stopped), which closes the socket.
 pub fn incoming(
     listener: TcpListener,
     max: usize,
-) -> impl Stream<Item = io::Result<Permitted>> + Send + 'static {
+    tls: Option<Arc<Tls>>,
+    handshake_timeout: Duration,
+) -> impl Stream<Item = io::Result<Connection>> + Send + 'static {
+    let (ready, connections) = tokio::sync::mpsc::channel::<Connection>(max.clamp(1, 64));
     let permits = Arc::new(Semaphore::new(max.max(1)));
-    futures_util::stream::unfold((listener, permits), |(listener, permits)| async move {
-        let permit = loop {
-            if let Ok(permit) = permits.clone().acquire_owned().await {
-                break permit;
-            }
-        };
-        // As axum's listener does: an accept error (EMFILE, a reset
-        // before accept) is transient, so wait a little and go on
-        // rather than end the server.
-        let stream = loop {
-            match listener.accept().await {
-                Ok((stream, _)) => break stream,
-                Err(e) => {
-                    tracing::warn!("gRPC accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = ready.closed() => return,
+                accepted = accept_permitted(&listener, &permits) => accepted,
+            };
+            let ready = ready.clone();
+            let secured = tls.is_some();
+            let tls = tls.clone();
+            let handshake = async move {
+                let tls = tls.as_deref();
+                match Connection::accept(accepted, tls, tls::Listener::Grpc, handshake_timeout)
+                    .await
+                {
+                    Ok(connection) => {
+                        let _ = ready.send(connection).await;
+                    }
+                    Err(e) => tracing::debug!("gRPC connection refused: {e}"),
                 }
+            };
+            if secured {
+                tokio::spawn(handshake);
+            } else {
+                handshake.await;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let accepted = Permitted {
-            stream,
-            _permit: permit,
-        };
-        Some((Ok(accepted), (listener, permits)))
+        }
+    });
+    futures_util::stream::unfold(connections, |mut connections| async move {
+        let connection = connections.recv().await?;
+        Some((Ok(connection), connections))
     })
+}
+
+/// The next connection, once one of `permits` is free.
+async fn accept_permitted(listener: &TcpListener, permits: &Arc<Semaphore>) -> Permitted {
+    // The semaphore is never closed, so acquiring only waits.
+    let permit = loop {
+        if let Ok(permit) = permits.clone().acquire_owned().await {
+            break permit;
+        }
+    };
+    // As axum's listener does: an accept error (EMFILE, a reset before
+    // accept) is transient, so wait a little and go on rather than end the
+    // server.
+    let stream = loop {
+        match listener.accept().await {
+            Ok((stream, _)) => break stream,
+            Err(e) => {
+                tracing::warn!("gRPC accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    Permitted {
+        stream,
+        _permit: permit,
+    }
 }
 
 /// Timeouts on HTTP connections.
@@ -164,12 +315,14 @@ pub struct ConnectionTimeouts {
     pub header_read: Duration,
 }
 
-/// Serves `app` on `listener` until `signal` resolves; then stops accepting
-/// (new connections are refused), closes idle connections, lets the others
-/// finish their requests and returns when they have.
+/// Serves `app` on `listener` (through TLS when `tls` is on) until `signal`
+/// resolves; then stops accepting (new connections are refused), closes idle
+/// connections, lets the others finish their requests and returns when they
+/// have.
 pub async fn serve_http(
     mut listener: Limited,
     app: axum::Router,
+    tls: Option<Arc<Tls>>,
     timeouts: ConnectionTimeouts,
     signal: impl std::future::Future<Output = ()> + Send,
 ) {
@@ -184,6 +337,7 @@ pub async fn serve_http(
         .http2()
         .timer(TokioTimer::new())
         .enable_connect_protocol();
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut signal = std::pin::pin!(signal);
     loop {
@@ -200,12 +354,28 @@ pub async fn serve_http(
                         .insert(axum::extract::ConnectInfo(peer));
                     request
                 });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let io = match Connection::accept(
+                io,
+                tls.as_deref(),
+                tls::Listener::Http,
+                timeouts.header_read,
+            )
+            .await
+            {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });

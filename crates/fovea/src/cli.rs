@@ -31,7 +31,8 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve models over HTTP (simple API, health, metrics, demo page).
-    Serve(ServeArgs),
+    /// (Boxed: its many flags make it by far the largest variant.)
+    Serve(Box<ServeArgs>),
     /// Classify images, through a running server or in-process with --local.
     Predict(PredictArgs),
     /// Inspect a model repository.
@@ -261,6 +262,18 @@ pub struct ServeArgs {
     /// gRPC calls one HTTP/2 connection may have open at once (more wait in the client).
     #[arg(long, env = "FOVEA_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = defaults::GRPC_MAX_CONCURRENT_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_max_concurrent_streams: u32,
+    /// TLS for HTTP and gRPC: this PEM certificate chain (the server's
+    /// certificate first) with --tls-key. Reloaded on SIGHUP and when the
+    /// files change; connections accepted after a reload get the new one.
+    #[arg(long, env = "FOVEA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "FOVEA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls-cert: PEM CA certificates; every client (HTTP and gRPC)
+    /// must then present a certificate one of them signed (mutual TLS).
+    #[arg(long, env = "FOVEA_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Where gRPC listens, if anywhere.

@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Predict(args) => predict::run(args).await,
             Command::Models(ModelsCommand::List(args)) => models::list(&args),
             Command::Models(ModelsCommand::Reload(args)) => models::reload(&args).await,

@@ -11,7 +11,7 @@ use fovea_engine::Engine;
 use fovea_server::models::{ModelList, VersionState};
 use fovea_server::{
     AccessConfig, AppState, RequestLimits, ServerConfig, StreamLimits, UrlFetchConfig,
-    decode_threads_for, telemetry,
+    decode_threads_for, telemetry, tls::TlsFiles,
 };
 
 use crate::cli::{GrpcAddr, ServeArgs};
@@ -56,6 +56,15 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
             header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             grpc_max_concurrent_streams: args.grpc_max_concurrent_streams,
+            tls: args
+                .tls_cert
+                .clone()
+                .zip(args.tls_key.clone())
+                .map(|(cert, key)| TlsFiles {
+                    cert,
+                    key,
+                    client_ca: args.tls_client_ca.clone(),
+                }),
             ..AccessConfig::default()
         },
     }
@@ -164,8 +173,9 @@ fn stop_on_signals(stop: tokio::sync::watch::Sender<bool>) {
     });
 }
 
-/// Re-reads the API keys file on every SIGHUP (it is also re-read when it
-/// changes); a bad file is logged and the keys in force stay.
+/// Re-reads the API keys file and the TLS files on every SIGHUP (they are
+/// also re-read when they change); a bad file is logged and what is in
+/// force stays.
 fn reload_keys_on_sighup(state: AppState) {
     #[cfg(unix)]
     tokio::spawn(async move {
@@ -178,9 +188,9 @@ fn reload_keys_on_sighup(state: AppState) {
             }
         };
         while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading the API keys");
+            tracing::info!("SIGHUP received: reloading the API keys and TLS files");
             if let Err(e) = state.access().reload() {
-                tracing::error!("API keys not reloaded, the previous ones stay in force: {e}");
+                tracing::error!("not reloaded, what was in force stays: {e}");
             }
         }
     });
@@ -191,7 +201,7 @@ fn reload_keys_on_sighup(state: AppState) {
 /// What `serve` says once the models are loaded: version, backend, models,
 /// where to reach it. One log line each, so it stays readable (and valid) in
 /// the JSON log format too.
-fn banner(list: &ModelList, http: SocketAddr, grpc: Option<SocketAddr>) -> Vec<String> {
+fn banner(list: &ModelList, http: SocketAddr, grpc: Option<SocketAddr>, tls: bool) -> Vec<String> {
     let mut lines = vec![format!(
         "fovea {} serving on {}",
         env!("CARGO_PKG_VERSION"),
@@ -219,10 +229,11 @@ fn banner(list: &ModelList, http: SocketAddr, grpc: Option<SocketAddr>) -> Vec<S
     if list.models.is_empty() {
         lines.push("  no models".to_string());
     }
-    let base = browsable(http);
+    let base = browsable(http, tls);
+    let secured = if tls { ", TLS" } else { "" };
     lines.push(format!("  HTTP  {base}  (REST: /api/v1, /v1, /v2)"));
     lines.push(match grpc {
-        Some(addr) => format!("  gRPC  {addr}  (TF Serving, KServe V2)"),
+        Some(addr) => format!("  gRPC  {addr}  (TF Serving, KServe V2{secured})"),
         None => "  gRPC  off".to_string(),
     });
     lines.push(format!("  demo  {base}/   API  {base}/openapi.json"));
@@ -238,15 +249,17 @@ fn state_name(state: VersionState) -> &'static str {
     }
 }
 
-/// `http://addr`, with a wildcard listen address shown as localhost: a
-/// browser cannot open 0.0.0.0 or [::], but the server answers on loopback.
-fn browsable(addr: SocketAddr) -> String {
+/// `http://addr` (`https://` with TLS), with a wildcard listen address shown
+/// as localhost: a browser cannot open 0.0.0.0 or [::], but the server
+/// answers on loopback.
+fn browsable(addr: SocketAddr, tls: bool) -> String {
     let host = match addr.ip() {
         ip if ip.is_unspecified() => "localhost".to_string(),
         IpAddr::V6(ip) => format!("[{ip}]"),
         IpAddr::V4(ip) => ip.to_string(),
     };
-    format!("http://{host}:{}", addr.port())
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{host}:{}", addr.port())
 }
 
 /// Runs the server until a signal; returns after in-flight requests finish.
@@ -307,6 +320,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &fovea_server::models::catalog(Some(&engine)),
         http_addr,
         grpc_addr,
+        config.access.tls.is_some(),
     ) {
         tracing::info!("{line}");
     }
@@ -351,6 +365,7 @@ mod tests {
             &list,
             "0.0.0.0:8080".parse().unwrap(),
             Some("127.0.0.1:8500".parse().unwrap()),
+            false,
         );
         let text = lines.join("\n");
         assert!(
@@ -369,10 +384,22 @@ mod tests {
         assert!(text.contains("HTTP  http://localhost:8080"), "{text}");
         assert!(text.contains("gRPC  127.0.0.1:8500"), "{text}");
         assert!(text.contains("demo  http://localhost:8080/ "), "{text}");
-        let off = banner(&list, "[::1]:9000".parse().unwrap(), None).join("\n");
+        let off = banner(&list, "[::1]:9000".parse().unwrap(), None, false).join("\n");
         assert!(
             off.contains("http://[::1]:9000/openapi.json") && off.contains("gRPC  off"),
             "{off}"
+        );
+        let tls = banner(
+            &list,
+            "0.0.0.0:8443".parse().unwrap(),
+            Some("0.0.0.0:8500".parse().unwrap()),
+            true,
+        )
+        .join("\n");
+        assert!(
+            tls.contains("HTTP  https://localhost:8443")
+                && tls.contains("(TF Serving, KServe V2, TLS)"),
+            "{tls}"
         );
     }
 }

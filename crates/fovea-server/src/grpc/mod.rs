@@ -41,7 +41,12 @@ pub async fn serve_grpc_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
-    tracing::info!("gRPC listening on {addr}");
+    let tls = if state.access().tls().is_some() {
+        " (TLS)"
+    } else {
+        ""
+    };
+    tracing::info!("gRPC listening on {addr}{tls}");
     state.front_end_started();
     // Raw tensors need their bytes plus a little framing, like HTTP bodies.
     let limit = state.limits().max_body_bytes.saturating_add(64 * 1024);
@@ -62,7 +67,12 @@ pub async fn serve_grpc_on(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
     let access = state_access.clone();
-    let incoming = crate::listener::incoming(listener, state_access.max_connections());
+    let incoming = crate::listener::incoming(
+        listener,
+        state_access.max_connections(),
+        state_access.tls().cloned(),
+        state_access.connection_timeouts().header_read,
+    );
     let (signal, deadline) = crate::shutdown_with_deadline(shutdown, shutdown_timeout);
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(state_access.grpc_max_concurrent_streams()))
