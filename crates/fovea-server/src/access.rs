@@ -177,6 +177,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The probes: never behind a key, so an orchestrator needs none.
+pub(crate) const ALWAYS_PUBLIC: [&str; 2] = ["/healthz", "/readyz"];
+
 /// The caller a request was admitted as: the key's name, or the client
 /// address when keys are off. Handlers and logs read it from the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,7 +423,7 @@ impl Access {
 
     fn is_public(&self, path: &str) -> bool {
         match path {
-            "/healthz" | "/readyz" => true,
+            path if ALWAYS_PUBLIC.contains(&path) => true,
             "/metrics" => self.config.public_metrics,
             "/" | "/openapi.json" => self.config.public_demo,
             _ => false,

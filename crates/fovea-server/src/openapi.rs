@@ -6,11 +6,16 @@ use std::sync::LazyLock;
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::schema::SchemaType;
-use utoipa::openapi::{ContentBuilder, ObjectBuilder, RefOr, Schema, Type};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema, Type};
 use utoipa::{OpenApi, ToSchema};
 
+use crate::access::ALWAYS_PUBLIC;
 use crate::error::json_error;
 use crate::input::RAW_IMAGE_TYPES;
 use crate::{kserve, models, ops, predict, tfserving};
@@ -94,6 +99,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
             optional_parameters_are_never_null(operation);
         }
     }
+    document_access(&mut doc);
     if let Some(operation) = doc
         .paths
         .paths
@@ -103,6 +109,96 @@ pub fn document() -> utoipa::openapi::OpenApi {
         add_raw_image_bodies(operation);
     }
     doc
+}
+
+/// What the access guard adds to every guarded operation: the two ways of
+/// presenting a key (optional: keys are off unless configured), and the
+/// answers the guard itself gives, in the operation's own error shape:
+/// 401 (`WWW-Authenticate`), 429 (`Retry-After`) and 503 `server_busy`.
+fn document_access(doc: &mut utoipa::openapi::OpenApi) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "An API key from `--api-keys-file`, as `Authorization: Bearer KEY`",
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "apiKey",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-API-Key",
+            "An API key from `--api-keys-file`, as `X-API-Key: KEY`",
+        ))),
+    );
+    let integer_header = |description: &str| {
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::Integer))
+            .description(Some(description))
+            .build()
+    };
+    let string_header = |description: &str| {
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(description))
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        // `/metrics`, `/` and `/openapi.json` are guarded unless opened by flag.
+        if ALWAYS_PUBLIC.contains(&path.as_str()) {
+            continue;
+        }
+        let body = if crate::error::is_protocol_path(path) {
+            "ProtocolErrorBody"
+        } else {
+            "ErrorBody"
+        };
+        let error = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(body)))
+                .build()
+        };
+        for operation in operations_mut(item) {
+            operation.security = Some(vec![
+                SecurityRequirement::default(),
+                SecurityRequirement::new("bearer", Vec::<String>::new()),
+                SecurityRequirement::new("apiKey", Vec::<String>::new()),
+            ]);
+            let answers = [
+                (
+                    "401",
+                    ResponseBuilder::new()
+                        .description("API keys are on and the request carries no valid one (`unauthenticated`, `invalid_api_key`)")
+                        .header("WWW-Authenticate", string_header("`Bearer realm=\"fovea\"`")),
+                ),
+                (
+                    "429",
+                    ResponseBuilder::new()
+                        .description("The client's `--rate-limit` is spent (`rate_limited`)")
+                        .header("Retry-After", integer_header("Seconds until the client's bucket has a token again")),
+                ),
+                (
+                    "503",
+                    ResponseBuilder::new()
+                        .description("Overloaded: `--max-concurrent-requests` in flight (`server_busy`), or the model's queue is full")
+                        .header("Retry-After", integer_header("Seconds to wait before retrying")),
+                ),
+            ];
+            for (status, response) in answers {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| {
+                        RefOr::T(response.content("application/json", error()).build())
+                    });
+            }
+        }
+    }
 }
 
 fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
@@ -191,6 +287,56 @@ mod tests {
 
     fn document_json() -> serde_json::Value {
         serde_json::to_value(document()).unwrap()
+    }
+
+    #[test]
+    fn guarded_operations_document_keys_and_the_guards_answers_in_their_shape() {
+        let doc = document_json();
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["bearer"]["scheme"], "bearer", "{schemes}");
+        assert_eq!(schemes["apiKey"]["name"], "X-API-Key", "{schemes}");
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let guarded = !ALWAYS_PUBLIC.contains(&path.as_str());
+            for (method, operation) in item.as_object().unwrap() {
+                for status in ["401", "429"] {
+                    assert_eq!(
+                        operation["responses"].get(status).is_some(),
+                        guarded,
+                        "{method} {path} {status}"
+                    );
+                }
+                if guarded {
+                    assert!(
+                        operation["responses"].get("503").is_some(),
+                        "{method} {path}"
+                    );
+                }
+                // Optional: the empty requirement first (keys are off by default).
+                let security = &operation["security"];
+                assert_eq!(security.is_array(), guarded, "{method} {path}");
+                if guarded {
+                    assert_eq!(security[0], serde_json::json!({}), "{method} {path}");
+                }
+            }
+        }
+        let shape = |path: &str, method: &str| {
+            doc["paths"][path][method]["responses"]["401"]["content"]["application/json"]["schema"]
+                ["$ref"]
+                .clone()
+        };
+        assert_eq!(
+            shape("/v2/models/{name}/infer", "post"),
+            "#/components/schemas/ProtocolErrorBody"
+        );
+        assert_eq!(
+            shape("/api/v1/models", "get"),
+            "#/components/schemas/ErrorBody"
+        );
+        assert_eq!(
+            doc["paths"]["/api/v1/predict"]["post"]["responses"]["429"]["headers"]["Retry-After"]["schema"]
+                ["type"],
+            "integer"
+        );
     }
 
     /// Documented (method, path) pairs.
