@@ -88,6 +88,11 @@ pub enum KeysError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file holds no key: every request would be refused.
+    #[error(
+        "{path} holds no API key, which would refuse every request (to serve without keys, leave out --api-keys-file)"
+    )]
+    Empty { path: PathBuf },
     /// A line is not a key.
     #[error("{path}:{line}: {reason}")]
     Line {
@@ -156,6 +161,14 @@ impl KeySet {
                 return Err(refuse(&format!("the name `{name}` is used twice")));
             }
             entries.push((name, hash));
+        }
+        // Also what a reader sees of a file rewritten in place, between its
+        // truncation and the write: refusing it keeps the keys in force
+        // instead of locking every client out.
+        if entries.is_empty() {
+            return Err(KeysError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         Ok(Self { entries })
     }
@@ -528,6 +541,17 @@ mod tests {
             ..AccessConfig::default()
         };
         (Access::new(config).unwrap(), file)
+    }
+
+    #[test]
+    fn a_file_without_keys_is_refused_rather_than_refusing_everyone() {
+        for text in ["", "# all revoked\n\n"] {
+            let refused = KeySet::parse(Path::new("k"), text);
+            assert!(
+                matches!(refused, Err(KeysError::Empty { .. })),
+                "{text:?}: {refused:?}"
+            );
+        }
     }
 
     #[test]

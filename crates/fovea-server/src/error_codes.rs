@@ -464,7 +464,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode {
         code: "api_keys_invalid",
         answer: Answer::StartUp,
-        meaning: "The `--api-keys-file` cannot be read or a line is not a key (at start-up; on a reload the previous keys stay in force)",
+        meaning: "The `--api-keys-file` cannot be read, holds no key, or a line is not a key (at start-up; on a reload the previous keys stay in force)",
     },
     ErrorCode {
         code: "tls_invalid",

@@ -17,6 +17,14 @@ use tonic::Code;
 
 const KEYS: &str = "# test keys\nalice:alice-secret-1\nbob:bob-secret-2\n";
 
+/// Replaces the file at `path` the way an operator should: a new file
+/// renamed over it, so the watcher never reads it half-written.
+fn replace(path: &std::path::Path, text: &str) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, text).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
 fn keys_file(text: &str) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), text).unwrap();
@@ -155,7 +163,7 @@ async fn keys_reload_on_request_and_when_the_file_changes_and_a_bad_file_changes
     );
 
     // What SIGHUP does.
-    std::fs::write(keys.path(), "alice:alice-secret-1\ncarol:carol-secret-3\n").unwrap();
+    replace(keys.path(), "alice:alice-secret-1\ncarol:carol-secret-3\n");
     server.state.access().reload().unwrap();
     assert_eq!(
         get(&server, "/api/v1/models", &as_carol).await.status(),
@@ -163,7 +171,7 @@ async fn keys_reload_on_request_and_when_the_file_changes_and_a_bad_file_changes
     );
 
     // A broken file is refused and the keys in force stay.
-    std::fs::write(keys.path(), "carol:\n").unwrap();
+    replace(keys.path(), "carol:\n");
     assert!(server.state.access().reload().is_err());
     assert_eq!(
         get(&server, "/api/v1/models", &as_carol).await.status(),
@@ -171,7 +179,7 @@ async fn keys_reload_on_request_and_when_the_file_changes_and_a_bad_file_changes
     );
 
     // Without any signal, the watcher notices the file changed.
-    std::fs::write(keys.path(), "alice:alice-secret-1\n").unwrap();
+    replace(keys.path(), "alice:alice-secret-1\n");
     let mut revoked = false;
     for _ in 0..500 {
         if get(&server, "/api/v1/models", &as_carol).await.status() == 401 {
@@ -327,4 +335,28 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         .expect("the waiting connection is served once the first closes")
         .unwrap();
     assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200 OK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_connection_is_told_how_many_calls_it_may_have_open() {
+    let server = TestServer::start(|config| {
+        config.access.grpc_max_concurrent_streams = 3;
+    })
+    .await;
+    let addr = server.serve_grpc().await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (_client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    // The server's SETTINGS come before its answer to a PING.
+    let mut ping_pong = connection
+        .ping_pong()
+        .expect("the connection's ping handle");
+    tokio::select! {
+        pong = ping_pong.ping(h2::Ping::opaque()) => {
+            pong.unwrap();
+        }
+        ended = &mut connection => panic!("the connection ended: {ended:?}"),
+    }
+    // A client opening more waits for one to finish (h2 queues it): one
+    // connection cannot flood the server with calls.
+    assert_eq!(connection.max_concurrent_send_streams(), 3);
 }
