@@ -186,20 +186,6 @@ async fn grpc_live(
         .map_err(|e| format!("{e:?}"))
 }
 
-async fn serve_grpc(server: &TestServer) -> SocketAddr {
-    let listener = fovea_server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(fovea_server::serve_grpc_on(
-        listener,
-        server.state.clone(),
-        Duration::from_secs(1),
-        std::future::pending(),
-    ));
-    addr
-}
-
 /// curl's exit status and the HTTP status it printed.
 async fn curl(url: &str, args: &[&str]) -> (i32, String) {
     let output = tokio::process::Command::new("curl")
@@ -272,7 +258,7 @@ async fn https_and_grpc_answer_over_tls_and_plain_text_is_refused() {
     assert_ne!(code, 0, "curl must refuse a certificate it cannot verify");
 
     // gRPC through TLS; plain-text gRPC on the TLS port fails.
-    let grpc = serve_grpc(&server).await;
+    let grpc = server.serve_grpc().await;
     let live = grpc_live(&server, grpc, client_config(&authority, None, &[b"h2"])).await;
     assert_eq!(live, Ok(true));
     let plain = async {
@@ -314,7 +300,7 @@ async fn a_client_ca_admits_only_clients_with_a_certificate_it_signed() {
         assert!(answer.is_err(), "{who}: {answer:?}");
     }
 
-    let grpc = serve_grpc(&server).await;
+    let grpc = server.serve_grpc().await;
     let with = grpc_live(
         &server,
         grpc,

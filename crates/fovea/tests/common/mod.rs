@@ -183,8 +183,8 @@ impl TestServer {
     }
 
     /// Serves gRPC (both services) over this server's state on
-    /// 127.0.0.1:0, until the test ends; returns a channel to it.
-    pub async fn grpc(&self) -> tonic::transport::Channel {
+    /// 127.0.0.1:0, until the test ends; returns its address.
+    pub async fn serve_grpc(&self) -> SocketAddr {
         let listener = fovea_server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
@@ -195,6 +195,12 @@ impl TestServer {
             Duration::from_secs(1),
             std::future::pending(),
         ));
+        addr
+    }
+
+    /// As `serve_grpc`, and returns a plain-text channel to it.
+    pub async fn grpc(&self) -> tonic::transport::Channel {
+        let addr = self.serve_grpc().await;
         tonic::transport::Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
