@@ -1,6 +1,7 @@
 //! Resource limits: oversized inputs are refused from their header before
-//! the decoder allocates pixel memory. A counting allocator measures the
-//! largest single allocation each call makes on its thread.
+//! the decoder allocates pixel memory, and an animation costs its first
+//! frame only. A counting allocator measures the largest single allocation
+//! and the total each call makes on its thread.
 
 mod common;
 
@@ -15,20 +16,26 @@ struct LargestAllocation;
 
 thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static TOTAL: Cell<usize> = const { Cell::new(0) };
+}
+
+fn record(size: usize) {
+    LARGEST.with(|l| l.set(l.get().max(size)));
+    TOTAL.with(|t| t.set(t.get().saturating_add(size)));
 }
 
 // SAFETY: delegates to the system allocator; only records sizes.
 unsafe impl GlobalAlloc for LargestAllocation {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.with(|l| l.set(l.get().max(layout.size())));
+        record(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        LARGEST.with(|l| l.set(l.get().max(layout.size())));
+        record(layout.size());
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST.with(|l| l.set(l.get().max(new_size)));
+        record(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -44,6 +51,13 @@ fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
     LARGEST.with(|l| l.set(0));
     let result = f();
     (result, LARGEST.with(Cell::get))
+}
+
+/// Runs `f` and returns its result with the bytes it allocated in all.
+fn total_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    TOTAL.with(|t| t.set(0));
+    let result = f();
+    (result, TOTAL.with(Cell::get))
 }
 
 const ONE_MIB: usize = 1 << 20;
@@ -191,4 +205,41 @@ fn an_extreme_aspect_ratio_cannot_blow_up_the_resize() {
     );
     assert_eq!(err.kind(), ErrorKind::TooLarge);
     assert!(largest < 4 * ONE_MIB, "largest allocation {largest} bytes");
+}
+
+/// An animated GIF of `frames` different 128×128 frames.
+fn animated_gif(frames: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut bytes);
+        encoder
+            .set_repeat(image::codecs::gif::Repeat::Infinite)
+            .unwrap();
+        let frames = (0..frames).map(|i| {
+            let shade = (i * 37 % 251) as u8;
+            let pixels = image::RgbaImage::from_fn(128, 128, |x, y| {
+                image::Rgba([shade, (x as u8).wrapping_add(shade), y as u8, 255])
+            });
+            image::Frame::new(pixels)
+        });
+        encoder.encode_frames(frames).unwrap();
+    }
+    bytes
+}
+
+#[test]
+fn an_animation_costs_one_frame_however_many_it_holds() {
+    // Only the first frame is decoded: 400 frames allocate what one does,
+    // where decoding them all would allocate (and take) 400 times as much.
+    let (one, one_total) =
+        total_allocation(|| decode_rgb(&animated_gif(1), &ImageLimits::default()));
+    let many_bytes = animated_gif(400);
+    let (many, many_total) = total_allocation(|| decode_rgb(&many_bytes, &ImageLimits::default()));
+    let (one, many) = (one.unwrap(), many.unwrap());
+    assert_eq!((one.width, one.height), (many.width, many.height));
+    assert!(one.pixels == many.pixels, "not the first frame");
+    assert!(
+        many_total < 3 * one_total,
+        "400 frames allocated {many_total} bytes, one frame {one_total}"
+    );
 }
