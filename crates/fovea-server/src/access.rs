@@ -1,13 +1,16 @@
 //! Who may call fovea, and how often: optional API keys (HTTP `Authorization:
 //! Bearer` or `X-API-Key`; gRPC `authorization` metadata), a token bucket per
-//! client (the key's name, or the client address when keys are off), and a
-//! cap on requests in flight. One [`Access`] serves both the HTTP middleware
-//! ([`guard`]) and the gRPC interceptor ([`Access::check_grpc`]).
+//! client (the key's name, or the client address when keys are off), a cap on
+//! requests in flight (all clients together, and optionally per client). One
+//! [`Access`] serves both the HTTP middleware ([`guard`]) and the gRPC layer
+//! ([`GrpcGuardLayer`]).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -40,8 +43,13 @@ pub struct AccessConfig {
     pub rate_burst: NonZeroU32,
     /// Proxies whose `X-Forwarded-For` names the client (e.g. the nginx in front).
     pub trusted_proxies: Vec<IpNet>,
-    /// HTTP requests in flight at once, all clients together; beyond it 503.
+    /// Requests (HTTP requests and gRPC calls) in flight at once, all
+    /// clients together; beyond it 503 / UNAVAILABLE.
     pub max_concurrent_requests: usize,
+    /// Requests one client (key, or address when keys are off) may have in
+    /// flight at once; beyond it 429 / RESOURCE_EXHAUSTED. None: no cap but
+    /// the global one.
+    pub max_concurrent_per_client: Option<NonZeroUsize>,
     /// Open connections per listener (HTTP, gRPC); more wait to be accepted.
     pub max_connections: usize,
     /// How often the keys file (and the TLS files) are checked for changes.
@@ -69,6 +77,7 @@ impl Default for AccessConfig {
             rate_burst: NonZeroU32::new(defaults::RATE_BURST).unwrap_or(NonZeroU32::MIN),
             trusted_proxies: Vec::new(),
             max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
+            max_concurrent_per_client: None,
             max_connections: defaults::MAX_CONNECTIONS,
             keys_poll_interval: Duration::from_secs(defaults::KEYS_POLL_SECS),
             header_read_timeout: Duration::from_secs(defaults::HEADER_READ_TIMEOUT_SECS),
@@ -206,6 +215,9 @@ pub struct Access {
     loaded: RwLock<Option<SystemTime>>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     in_flight: Arc<Semaphore>,
+    /// Each client's own slots, with `max_concurrent_per_client`; a client
+    /// holding none is forgotten by the upkeep task.
+    in_flight_per_client: Mutex<HashMap<String, Arc<Semaphore>>>,
     tls: Option<Arc<Tls>>,
 }
 
@@ -227,6 +239,7 @@ impl Access {
         let access = Self {
             tls,
             in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
+            in_flight_per_client: Mutex::new(HashMap::new()),
             config,
             keys: RwLock::new(None),
             loaded: RwLock::new(None),
@@ -337,6 +350,7 @@ impl Access {
                 if let Some(limiter) = &access.limiter {
                     limiter.retain_recent();
                 }
+                access.forget_idle_clients();
             }
         })
     }
@@ -403,6 +417,63 @@ impl Access {
         Ok(Client(client))
     }
 
+    /// Takes a request slot of the server's and, with a per-client cap, one
+    /// of `client`'s, held until the returned [`Slots`] drop; 429 when the
+    /// client has its cap in flight, 503 when the server has.
+    fn occupy(&self, client: &Client) -> Result<Slots, ApiError> {
+        let client_slot = match self.config.max_concurrent_per_client {
+            None => None,
+            Some(cap) => {
+                let slots = self
+                    .in_flight_per_client
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(client.0.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(cap.get())))
+                    .clone();
+                let slot = slots.try_acquire_owned().map_err(|_| {
+                    metrics::counter!("fovea_requests_refused_busy_total", "scope" => "client")
+                        .increment(1);
+                    ApiError::new(
+                        ErrorKind::RateLimited,
+                        "client_busy",
+                        format!(
+                            "`{}` has {cap} requests in flight already (--max-concurrent-per-client)",
+                            client.0
+                        ),
+                    )
+                })?;
+                Some(slot)
+            }
+        };
+        let server_slot = self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("fovea_requests_refused_busy_total", "scope" => "server")
+                .increment(1);
+            ApiError::new(
+                ErrorKind::Unavailable,
+                "server_busy",
+                format!(
+                    "{} requests are in flight already (--max-concurrent-requests)",
+                    self.config.max_concurrent_requests
+                ),
+            )
+        })?;
+        Ok(Slots {
+            _server: server_slot,
+            _client: client_slot,
+        })
+    }
+
+    /// Drops the per-client slots of clients with nothing in flight (a held
+    /// slot keeps its semaphore referenced), so that the map stays as small
+    /// as the set of busy clients.
+    fn forget_idle_clients(&self) {
+        self.in_flight_per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, slots| Arc::strong_count(slots) > 1);
+    }
+
     /// The client's address: the peer's, or, when the peer is a trusted
     /// proxy, the right-most address of `X-Forwarded-For` that is not one
     /// (the left part of that header is whatever the client claimed).
@@ -444,27 +515,92 @@ impl Access {
     }
 
     /// The gRPC side of [`guard`]: the key from `authorization` (or
-    /// `x-api-key`) metadata, then the rate; `UNAUTHENTICATED` or
-    /// `RESOURCE_EXHAUSTED` otherwise.
+    /// `x-api-key`) metadata, the rate, then the slots; `UNAUTHENTICATED`,
+    /// `RESOURCE_EXHAUSTED` or `UNAVAILABLE` otherwise.
     #[allow(clippy::result_large_err)]
-    pub fn check_grpc(
-        &self,
-        request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let metadata = request.metadata();
-        let presented = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer)
-            .or_else(|| metadata.get("x-api-key").and_then(|v| v.to_str().ok()));
-        let forwarded = metadata
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let peer = request.remote_addr().map(|a| a.ip());
-        let client = self.admit(presented, peer, forwarded)?;
-        let mut request = request;
-        request.extensions_mut().insert(client);
-        Ok(request)
+    fn admit_grpc<B>(&self, request: &http::Request<B>) -> Result<(Client, Slots), tonic::Status> {
+        let headers = request.headers();
+        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .map(|addr| addr.ip());
+        let client = self.admit(presented_key(headers), peer, forwarded)?;
+        let slots = self.occupy(&client)?;
+        Ok((client, slots))
+    }
+}
+
+/// The request slots a request holds while it is answered: one of the
+/// server's and, with a per-client cap, one of its client's.
+#[derive(Debug)]
+pub struct Slots {
+    _server: OwnedSemaphorePermit,
+    _client: Option<OwnedSemaphorePermit>,
+}
+
+/// Keys, rates and request slots on every gRPC call of every service,
+/// before its message is decoded. A tower layer rather than tonic's
+/// interceptor because the slots must be held until the call is answered;
+/// a streaming call holds them until its response stream starts (streams
+/// have limits of their own).
+#[derive(Debug, Clone)]
+pub struct GrpcGuardLayer {
+    access: Arc<Access>,
+}
+
+impl GrpcGuardLayer {
+    pub fn new(access: Arc<Access>) -> Self {
+        Self { access }
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcGuardLayer {
+    type Service = GrpcGuard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcGuard {
+            access: self.access.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service [`GrpcGuardLayer`] wraps around the gRPC routes.
+#[derive(Debug, Clone)]
+pub struct GrpcGuard<S> {
+    access: Arc<Access>,
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GrpcGuard<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.access.admit_grpc(&request) {
+            Err(refusal) => Box::pin(std::future::ready(Ok(refusal.into_http()))),
+            Ok((client, slots)) => {
+                request.extensions_mut().insert(client);
+                let answer = self.inner.call(request);
+                Box::pin(async move {
+                    let answer = answer.await;
+                    drop(slots);
+                    answer
+                })
+            }
+        }
     }
 }
 
@@ -484,8 +620,9 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// HTTP middleware: public paths pass; every other request needs a valid key
 /// (when keys are on), a token from its client's bucket (when a rate is
-/// set) and a free request slot, or is answered 401, 429 or 503 in its
-/// protocol's error shape before its body is read.
+/// set) and free request slots (the server's and its client's), or is
+/// answered 401, 429 or 503 in its protocol's error shape before its body
+/// is read.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let access = state.access();
     let path = request.uri().path().to_string();
@@ -506,19 +643,9 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         Ok(client) => client,
         Err(refusal) => return error::for_path(&path, refusal),
     };
-    let _slot: OwnedSemaphorePermit = match access.in_flight.clone().try_acquire_owned() {
-        Ok(slot) => slot,
-        Err(_) => {
-            let busy = ApiError::new(
-                ErrorKind::Unavailable,
-                "server_busy",
-                format!(
-                    "{} requests are in flight already (--max-concurrent-requests)",
-                    access.config.max_concurrent_requests
-                ),
-            );
-            return error::for_path(&path, busy);
-        }
+    let _slots = match access.occupy(&client) {
+        Ok(slots) => slots,
+        Err(busy) => return error::for_path(&path, busy),
     };
     tracing::Span::current().record("client", client.0.as_str());
     request.extensions_mut().insert(client);

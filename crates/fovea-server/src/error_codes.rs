@@ -61,7 +61,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     code(
         "server_busy",
         Unavailable,
-        "`--max-concurrent-requests` HTTP requests are in flight already; retry after `Retry-After`",
+        "`--max-concurrent-requests` requests (HTTP and gRPC) are in flight already; retry after `Retry-After`",
+    ),
+    code(
+        "client_busy",
+        RateLimited,
+        "The client (its key, or its address when keys are off) has `--max-concurrent-per-client` requests in flight already; retry after `Retry-After`",
     ),
     // Requests in general.
     code(

@@ -178,8 +178,8 @@ fn document_access(doc: &mut utoipa::openapi::OpenApi) {
                 (
                     "429",
                     ResponseBuilder::new()
-                        .description("The client's `--rate-limit` is spent (`rate_limited`)")
-                        .header("Retry-After", integer_header("Seconds until the client's bucket has a token again")),
+                        .description("The client's `--rate-limit` is spent (`rate_limited`), or it has `--max-concurrent-per-client` requests in flight (`client_busy`)")
+                        .header("Retry-After", integer_header("Seconds until the client's bucket has a token again (1 for `client_busy`)")),
                 ),
                 (
                     "503",

@@ -246,9 +246,16 @@ pub struct ServeArgs {
     /// names the client, e.g. the nginx in front. Nobody else's is believed.
     #[arg(long, env = "FOVEA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// HTTP requests in flight at once, all clients together; beyond it 503.
+    /// Requests (HTTP requests and gRPC calls) in flight at once, all clients
+    /// together; beyond it 503 / UNAVAILABLE with Retry-After.
     #[arg(long, env = "FOVEA_MAX_CONCURRENT_REQUESTS", default_value_t = defaults::MAX_CONCURRENT_REQUESTS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_concurrent_requests: usize,
+    /// Requests one client (its key's name, or its address when keys are
+    /// off) may have in flight at once, so that one client cannot take every
+    /// slot; beyond it 429 / RESOURCE_EXHAUSTED with Retry-After. 0 = no cap
+    /// but --max-concurrent-requests.
+    #[arg(long, env = "FOVEA_MAX_CONCURRENT_PER_CLIENT", default_value_t = 0)]
+    pub max_concurrent_per_client: usize,
     /// Open connections per listener (HTTP and gRPC each); more wait to be accepted.
     #[arg(long, env = "FOVEA_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_connections: usize,

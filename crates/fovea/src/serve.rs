@@ -3,7 +3,7 @@
 //! SIGTERM (at once on a second one).
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -52,6 +52,7 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
             rate_burst: NonZeroU32::new(args.rate_burst).unwrap_or(NonZeroU32::MIN),
             trusted_proxies: args.trusted_proxies.clone(),
             max_concurrent_requests: args.max_concurrent_requests,
+            max_concurrent_per_client: NonZeroUsize::new(args.max_concurrent_per_client),
             max_connections: args.max_connections,
             header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),

@@ -3,14 +3,18 @@
 
 mod common;
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-use common::{Reply, TestServer, png};
-use fovea_proto::inference::ServerLiveRequest;
+use bytes::Bytes;
+use common::{Reply, TestServer, png, start_gated_engine};
 use fovea_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use fovea_proto::inference::model_infer_request::InferInputTensor;
+use fovea_proto::inference::{InferTensorContents, ModelInferRequest, ServerLiveRequest};
 use fovea_proto::tensorflow::serving::model_service_client::ModelServiceClient;
 use fovea_proto::tensorflow::serving::{GetModelStatusRequest, ModelSpec};
+use fovea_server::{AppState, ServerConfig};
+use fovea_testkit::Gate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
@@ -359,4 +363,134 @@ async fn a_grpc_connection_is_told_how_many_calls_it_may_have_open() {
     // A client opening more waits for one to finish (h2 queues it): one
     // connection cannot flood the server with calls.
     assert_eq!(connection.max_concurrent_send_streams(), 3);
+}
+
+/// A KServe ModelInfer of one PNG for the gated model, as `key`.
+fn gated_infer(key: &str) -> tonic::Request<ModelInferRequest> {
+    let mut request = tonic::Request::new(ModelInferRequest {
+        model_name: "gated".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "BYTES".into(),
+            shape: vec![1],
+            contents: Some(InferTensorContents {
+                bytes_contents: vec![Bytes::from(png(7))],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    if !key.is_empty() {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    request
+}
+
+fn live_as(key: &str) -> tonic::Request<ServerLiveRequest> {
+    let mut request = tonic::Request::new(ServerLiveRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+/// A server over the gated backend (the test decides when a batch ends),
+/// with `configure` applied, and a gRPC channel to it.
+async fn gated_server(
+    gate: &Gate,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> (TestServer, tonic::transport::Channel) {
+    let engine = start_gated_engine(gate).await;
+    gate.hold();
+    let mut config = ServerConfig::default();
+    configure(&mut config);
+    let metrics = fovea_server::telemetry::install_metrics().unwrap();
+    let state = AppState::with_engine(engine, &config)
+        .unwrap()
+        .with_metrics(metrics);
+    let server = TestServer::serve(state, None, config.shutdown_timeout).await;
+    let grpc = server.grpc().await;
+    (server, grpc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_at_its_own_cap_gets_429_on_both_protocols_while_others_are_served() {
+    let keys = keys_file(KEYS);
+    let mut gate = Gate::new(&[3, 32, 32], 10);
+    let (server, grpc) = gated_server(&gate, |config| {
+        config.access.api_keys_file = Some(keys.path().to_path_buf());
+        config.access.max_concurrent_per_client = NonZeroUsize::new(1);
+    })
+    .await;
+    let alice = [("x-api-key", "alice-secret-1")];
+    let bob = [("x-api-key", "bob-secret-2")];
+
+    // Alice's one gRPC call waits in the backend, holding her one slot.
+    let mut kserve = GrpcInferenceServiceClient::new(grpc.clone());
+    let held = tokio::spawn({
+        let mut kserve = kserve.clone();
+        async move { kserve.model_infer(gated_infer("alice-secret-1")).await }
+    });
+    assert_eq!(gate.started().await.size(), 1);
+
+    let busy = Reply::read(get(&server, "/api/v1/models", &alice).await).await;
+    assert_eq!(busy.expect_error(429), "client_busy");
+    assert_eq!(busy.headers["retry-after"], "1");
+    let v2 = Reply::read(get(&server, "/v2/models/gated", &alice).await).await;
+    assert_eq!(v2.status.as_u16(), 429);
+    assert!(v2.body["error"].is_string(), "{}", v2.body);
+    let refused = kserve.server_live(live_as("alice-secret-1")).await;
+    assert_eq!(refused.unwrap_err().code(), Code::ResourceExhausted);
+
+    // Bob is not held back by Alice.
+    assert_eq!(get(&server, "/api/v1/models", &bob).await.status(), 200);
+    assert!(
+        kserve
+            .server_live(live_as("bob-secret-2"))
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+
+    // Her call answered, her slot is free again: the slot is released
+    // before the answer leaves, so no wait is needed here.
+    gate.open();
+    let answered = held.await.unwrap().unwrap().into_inner();
+    assert_eq!(answered.model_name, "gated");
+    assert_eq!(get(&server, "/api/v1/models", &alice).await.status(), 200);
+    let metrics = get(&server, "/metrics", &bob).await.text().await.unwrap();
+    assert!(
+        metrics.contains("fovea_requests_refused_busy_total{scope=\"client\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_count_against_the_servers_concurrency_cap() {
+    let mut gate = Gate::new(&[3, 32, 32], 10);
+    let (server, grpc) = gated_server(&gate, |config| {
+        config.access.max_concurrent_requests = 1;
+    })
+    .await;
+    let mut kserve = GrpcInferenceServiceClient::new(grpc);
+    let held = tokio::spawn({
+        let mut kserve = kserve.clone();
+        async move { kserve.model_infer(gated_infer("")).await }
+    });
+    assert_eq!(gate.started().await.size(), 1);
+
+    // The one slot is the gRPC call's: HTTP and other gRPC calls are turned away.
+    let busy = Reply::read(get(&server, "/api/v1/models", &[]).await).await;
+    assert_eq!(busy.expect_error(503), "server_busy");
+    let refused = kserve.server_live(ServerLiveRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert_eq!(get(&server, "/healthz", &[]).await.status(), 200);
+
+    gate.open();
+    assert!(held.await.unwrap().is_ok());
+    assert_eq!(get(&server, "/api/v1/models", &[]).await.status(), 200);
 }

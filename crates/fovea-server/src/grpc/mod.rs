@@ -80,10 +80,7 @@ pub async fn serve_grpc_on(
         // (and permit) is released rather than held for ever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        // Keys and rates on every call of every service, before it is decoded.
-        .layer(tonic::service::InterceptorLayer::new(
-            move |request: tonic::Request<()>| access.check_grpc(request),
-        ))
+        .layer(crate::access::GrpcGuardLayer::new(access))
         .add_service(predictions)
         .add_service(models)
         .add_service(kserve)
