@@ -424,13 +424,20 @@ impl Access {
         let client_slot = match self.config.max_concurrent_per_client {
             None => None,
             Some(cap) => {
-                let slots = self
-                    .in_flight_per_client
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(client.0.clone())
-                    .or_insert_with(|| Arc::new(Semaphore::new(cap.get())))
-                    .clone();
+                let slots = {
+                    let mut clients = self
+                        .in_flight_per_client
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    // A busy client is found without allocating its name again.
+                    match clients.get(&client.0) {
+                        Some(slots) => slots.clone(),
+                        None => clients
+                            .entry(client.0.clone())
+                            .or_insert_with(|| Arc::new(Semaphore::new(cap.get())))
+                            .clone(),
+                    }
+                };
                 let slot = slots.try_acquire_owned().map_err(|_| {
                     metrics::counter!("fovea_requests_refused_busy_total", "scope" => "client")
                         .increment(1);

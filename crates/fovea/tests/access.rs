@@ -7,13 +7,12 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Reply, TestServer, png, start_gated_engine};
+use common::{Reply, TestServer, png};
 use fovea_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use fovea_proto::inference::model_infer_request::InferInputTensor;
 use fovea_proto::inference::{InferTensorContents, ModelInferRequest, ServerLiveRequest};
 use fovea_proto::tensorflow::serving::model_service_client::ModelServiceClient;
 use fovea_proto::tensorflow::serving::{GetModelStatusRequest, ModelSpec};
-use fovea_server::{AppState, ServerConfig};
 use fovea_testkit::Gate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -397,34 +396,16 @@ fn live_as(key: &str) -> tonic::Request<ServerLiveRequest> {
     request
 }
 
-/// A server over the gated backend (the test decides when a batch ends),
-/// with `configure` applied, and a gRPC channel to it.
-async fn gated_server(
-    gate: &Gate,
-    configure: impl FnOnce(&mut ServerConfig),
-) -> (TestServer, tonic::transport::Channel) {
-    let engine = start_gated_engine(gate).await;
-    gate.hold();
-    let mut config = ServerConfig::default();
-    configure(&mut config);
-    let metrics = fovea_server::telemetry::install_metrics().unwrap();
-    let state = AppState::with_engine(engine, &config)
-        .unwrap()
-        .with_metrics(metrics);
-    let server = TestServer::serve(state, None, config.shutdown_timeout).await;
-    let grpc = server.grpc().await;
-    (server, grpc)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_at_its_own_cap_gets_429_on_both_protocols_while_others_are_served() {
     let keys = keys_file(KEYS);
     let mut gate = Gate::new(&[3, 32, 32], 10);
-    let (server, grpc) = gated_server(&gate, |config| {
+    let server = TestServer::start_gated(&gate, |config| {
         config.access.api_keys_file = Some(keys.path().to_path_buf());
         config.access.max_concurrent_per_client = NonZeroUsize::new(1);
     })
     .await;
+    let grpc = server.grpc().await;
     let alice = [("x-api-key", "alice-secret-1")];
     let bob = [("x-api-key", "bob-secret-2")];
 
@@ -472,10 +453,11 @@ async fn a_client_at_its_own_cap_gets_429_on_both_protocols_while_others_are_ser
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_count_against_the_servers_concurrency_cap() {
     let mut gate = Gate::new(&[3, 32, 32], 10);
-    let (server, grpc) = gated_server(&gate, |config| {
+    let server = TestServer::start_gated(&gate, |config| {
         config.access.max_concurrent_requests = 1;
     })
     .await;
+    let grpc = server.grpc().await;
     let mut kserve = GrpcInferenceServiceClient::new(grpc);
     let held = tokio::spawn({
         let mut kserve = kserve.clone();

@@ -7,8 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, png, start_gated_engine};
-use fovea_server::{AppState, ServerConfig};
+use common::{TestServer, png};
 use fovea_testkit::Gate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -89,12 +88,12 @@ fn upload(image: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_vanish_mid_upload_or_while_queued_cost_no_inference() {
     let mut gate = Gate::new(&[3, 32, 32], 10);
-    let engine = start_gated_engine(&gate).await;
-    let model = engine.model("gated", None).unwrap();
-    gate.hold();
-    let config = ServerConfig::default();
-    let state = AppState::with_engine(engine.clone(), &config).unwrap();
-    let server = TestServer::serve(state, None, config.shutdown_timeout).await;
+    let server = TestServer::start_gated(&gate, |_| {}).await;
+    let model = server
+        .state
+        .engine()
+        .and_then(|engine| engine.model("gated", None).ok())
+        .unwrap();
 
     // A request whose batch the backend holds.
     let mut running = TcpStream::connect(server.addr).await.unwrap();

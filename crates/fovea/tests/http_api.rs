@@ -832,16 +832,13 @@ async fn readiness_is_503_until_the_engine_is_set_and_health_is_always_200() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_when_shutdown_begins_completes() {
     let mut gate = Gate::new(&[3, 32, 32], 10);
-    let engine = start_gated_engine(&gate).await;
-    gate.hold();
-    let config = ServerConfig {
+    let mut server = TestServer::start_gated(&gate, |config| {
         // Longer than the test: the drain must end because the request
         // finished, not because its time ran out.
-        shutdown_timeout: Duration::from_secs(600),
-        ..ServerConfig::default()
-    };
-    let state = AppState::with_engine(engine.clone(), &config).unwrap();
-    let mut server = TestServer::serve(state, None, config.shutdown_timeout).await;
+        config.shutdown_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let engine = server.state.engine().cloned().unwrap();
     let request = {
         let client = server.client.clone();
         let url = server.url("/api/v1/predict");

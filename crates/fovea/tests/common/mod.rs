@@ -182,6 +182,24 @@ impl TestServer {
         Self::serve(state, Some(repo), config.shutdown_timeout).await
     }
 
+    /// A server over `gate`'s backend (`start_gated_engine`), with
+    /// `configure` applied and metrics installed; the gate already holds
+    /// every batch, so the test decides when each one finishes.
+    pub async fn start_gated(
+        gate: &fovea_testkit::Gate,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
+        let metrics = fovea_server::telemetry::install_metrics().unwrap();
+        let engine = start_gated_engine(gate).await;
+        gate.hold();
+        let mut config = ServerConfig::default();
+        configure(&mut config);
+        let state = AppState::with_engine(engine, &config)
+            .unwrap()
+            .with_metrics(metrics);
+        Self::serve(state, None, config.shutdown_timeout).await
+    }
+
     /// Serves gRPC (both services) over this server's state on
     /// 127.0.0.1:0, until the test ends; returns its address.
     pub async fn serve_grpc(&self) -> SocketAddr {
