@@ -182,7 +182,9 @@ pub struct ExportArgs {
     pub calibration_images: usize,
 }
 
+/// Settings every command that runs libtorch needs before its first tensor.
 fn set_threads(threads: Option<usize>) {
+    crate::torch::keep_freed_tensor_memory();
     if let Some(n) = threads {
         tch::set_num_threads(n.max(1) as i32);
     }
