@@ -335,6 +335,27 @@ pub struct RuntimeConfig {
     /// on fewer threads and takes longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<usize>,
+    /// Test-time augmentation done by the server (`"flip"`); none by default.
+    #[serde(default, skip_serializing_if = "TestTimeAugmentation::is_none")]
+    pub tta: TestTimeAugmentation,
+}
+
+/// Extra views of every input the server runs and averages (TOML `tta = "flip"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestTimeAugmentation {
+    #[default]
+    None,
+    /// Each image also runs mirrored left-right and the answer is the mean of
+    /// both logits: twice the inference per image, for the accuracy a model
+    /// trained with flip augmentation gains from it (its README says how much).
+    Flip,
+}
+
+impl TestTimeAugmentation {
+    pub fn is_none(&self) -> bool {
+        *self == TestTimeAugmentation::None
+    }
 }
 
 impl ModelConfig {
@@ -473,6 +494,15 @@ impl ModelConfig {
         }
         if self.runtime.instances == Some(0) {
             return Err(invalid("runtime.instances", "must be at least 1".into()));
+        }
+        if self.runtime.tta == TestTimeAugmentation::Flip && self.input.shape.len() != 3 {
+            return Err(invalid(
+                "runtime.tta",
+                format!(
+                    "flip mirrors images, so input.shape must be [channels, height, width], not {:?}",
+                    self.input.shape
+                ),
+            ));
         }
         Ok(())
     }

@@ -10,7 +10,8 @@ pub mod tensor;
 
 pub use config::{
     BatchingConfig, BatchingOverrides, ColorOrder, ConfigError, InputConfig, InputFormat,
-    ModelConfig, OutputConfig, PreprocessConfig, Resize, RuntimeConfig, VersionPolicy,
+    ModelConfig, OutputConfig, PreprocessConfig, Resize, RuntimeConfig, TestTimeAugmentation,
+    VersionPolicy,
 };
 pub use error::{ErrorKind, FoveaError};
 pub use labels::{LabelError, Labels};

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fovea_core::{Labels, ModelConfig, Tensor};
+use fovea_core::{Labels, ModelConfig, Tensor, TestTimeAugmentation};
 use tokio::sync::oneshot;
 
 use crate::backend::{
-    Backend, BackendChoice, BackendFactory, BackendTuning, FileOpener, Signature,
+    Backend, BackendChoice, BackendFactory, BackendTuning, FileOpener, FlipAveraged, Signature,
     open_backend_tuned,
 };
 use crate::batcher::{self, BatchStats, Batcher, Inferred, Slot};
@@ -57,8 +57,17 @@ impl VersionSpec {
         }
     }
 
-    /// Opens one instance on `threads` intra-op threads.
+    /// Opens one instance on `threads` intra-op threads, wrapped in the
+    /// test-time augmentation the config asks for.
     fn open(&self, threads: usize) -> Result<Box<dyn Backend>, String> {
+        let backend = self.open_plain(threads)?;
+        Ok(match self.config.runtime.tta {
+            TestTimeAugmentation::None => backend,
+            TestTimeAugmentation::Flip => Box::new(FlipAveraged::new(backend)),
+        })
+    }
+
+    fn open_plain(&self, threads: usize) -> Result<Box<dyn Backend>, String> {
         match &self.opener {
             // The error names the file already.
             Opener::File {

@@ -586,6 +586,67 @@ async fn a_single_file_is_served_as_version_one_named_after_the_file() {
     assert_eq!(output.shape(), &[2, 10]);
 }
 
+/// `x` with every row of every channel reversed (a left-right mirror).
+fn mirrored(x: &Tensor) -> Tensor {
+    let width = x.shape()[3];
+    let data = x
+        .data()
+        .chunks_exact(width)
+        .flat_map(|row| row.iter().rev().copied())
+        .collect();
+    Tensor::new(x.shape().to_vec(), data).unwrap()
+}
+
+#[tokio::test]
+async fn flip_tta_answers_the_mean_of_the_image_and_its_mirror() {
+    let root = tempfile::tempdir().unwrap();
+    add_model(root.path(), "plain", &tiny_config(""), &[1]);
+    add_model(
+        root.path(),
+        "flip",
+        &tiny_config("[runtime]\ntta = \"flip\""),
+        &[1],
+    );
+    let engine = start(root.path()).await;
+    assert!(engine.is_ready(), "{:?}", engine.statuses());
+    let (plain, flip) = (
+        engine.model("plain", None).unwrap(),
+        engine.model("flip", None).unwrap(),
+    );
+    let input = tiny_input(3, 7);
+    let answer = flip.infer(input.clone(), far()).await.unwrap();
+    let original = plain.infer(input.clone(), far()).await.unwrap();
+    let mirror = plain.infer(mirrored(&input), far()).await.unwrap();
+    let expected: Vec<f32> = original
+        .data()
+        .iter()
+        .zip(mirror.data())
+        .map(|(a, b)| (a + b) / 2.0)
+        .collect();
+    assert_eq!(answer.shape(), [3, 10]);
+    assert!(max_abs_diff(answer.data(), &expected) < 1e-5);
+    // The tiny model is not mirror-symmetric: the test would notice a no-op.
+    assert!(max_abs_diff(answer.data(), original.data()) > 1e-3);
+    assert_eq!(
+        flip.stats().items,
+        3,
+        "a request is counted once, not per view"
+    );
+}
+
+#[tokio::test]
+async fn flip_tta_on_an_input_that_is_not_an_image_fails_that_model_naming_the_field() {
+    let root = tempfile::tempdir().unwrap();
+    let config = tiny_config("[runtime]\ntta = \"flip\"").replace("[3, 32, 32]", "[3072]");
+    add_model(root.path(), "tiny", &config, &[1]);
+    let engine = start(root.path()).await;
+    let reason = failure_of(&engine, "tiny", 1);
+    assert!(
+        reason.contains("runtime.tta") && reason.contains("config.toml"),
+        "{reason}"
+    );
+}
+
 #[tokio::test]
 async fn caller_built_backends_are_served_as_version_one_under_their_own_name() {
     let (engine, model, gate) = gated_engine(BatchingConfig::default(), 1).await;

@@ -7,6 +7,7 @@
 mod onnxruntime;
 #[cfg(feature = "tract")]
 mod tract;
+mod tta;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use fovea_core::Tensor;
 pub use self::onnxruntime::{OrtBackend, ort_environment, ort_library_path};
 #[cfg(feature = "tract")]
 pub use self::tract::TractBackend;
+pub(crate) use self::tta::FlipAveraged;
 use crate::error::BackendError;
 
 /// What the ONNX Runtime backend reports as its name.
