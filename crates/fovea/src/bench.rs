@@ -43,6 +43,8 @@ pub struct BenchArgs {
     /// Server base URL (for the gRPC protocols, the gRPC listener).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    #[command(flatten)]
+    pub key: crate::client::ApiKeyArgs,
     /// Wire protocol.
     #[arg(long, value_enum, default_value_t = Protocol::Simple)]
     pub protocol: Protocol,

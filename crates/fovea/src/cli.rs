@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use fovea_core::{Labels, PreprocessConfig, defaults};
 use fovea_engine::BackendChoice;
 
+use crate::client::ApiKeyArgs;
+
 /// fovea: real-time image classification.
 #[derive(Debug, Parser)]
 #[command(name = "fovea", version, about)]
@@ -71,9 +73,8 @@ pub struct ReloadArgs {
     /// Server to ask (its HTTP address).
     #[arg(long, env = "FOVEA_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// API key, when the server has keys on (sent as `Authorization: Bearer`).
-    #[arg(long, env = "FOVEA_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    #[command(flatten)]
+    pub key: ApiKeyArgs,
     /// Print the server's JSON answer instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -344,6 +345,8 @@ pub struct PredictArgs {
     /// Server to ask.
     #[arg(long, env = "FOVEA_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    #[command(flatten)]
+    pub key: ApiKeyArgs,
     /// Run in-process (engine and preprocessing here) instead of asking a server.
     #[arg(long)]
     pub local: bool,

@@ -5,7 +5,6 @@
 use anyhow::{Context, bail};
 use fovea_core::{PreprocessConfig, Resize};
 use fovea_engine::ScannedModel;
-use fovea_server::error::ErrorBody;
 use serde_json::Value;
 
 /// Prints one block per model; fails (exit 1) when any model is invalid, so
@@ -93,33 +92,17 @@ fn summarise(p: &PreprocessConfig) -> String {
 /// version could not be loaded, so a deployment script stops there; the
 /// versions that version would have replaced are still serving.
 pub async fn reload(args: &crate::cli::ReloadArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(fovea_server::tls_client_config()?)
-        .build()?;
+    let client = crate::client::http_client()?.build()?;
     let url = format!("{}/api/v1/models/reload", args.server.trim_end_matches('/'));
     let mut request = client.post(&url);
-    if let Some(key) = &args.api_key {
-        request = request.bearer_auth(key);
+    if let Some(authorization) = args.key.authorization() {
+        request = request.header("authorization", authorization);
     }
     let response = request
         .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body = response.bytes().await?;
-    if !status.is_success() {
-        match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => bail!(
-                "server answered {status}: {} ({})",
-                e.error.message,
-                e.error.code
-            ),
-            Err(_) => bail!(
-                "server answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ),
-        }
-    }
+    let body = crate::client::success_body(response).await?;
     let listing: Value = serde_json::from_slice(&body)
         .with_context(|| format!("{url} answered something other than a model listing"))?;
     if args.json {

@@ -4,11 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use fovea_engine::{Engine, ModelHandle};
 use fovea_pipeline::{ImageInput, Item, Pipeline, RequestLimits};
-use fovea_server::error::ErrorBody;
 use fovea_server::predict::{PredictAnswer, PredictResponse as Answer};
 
 use crate::cli::PredictArgs;
@@ -55,9 +54,7 @@ fn print_answers(images: &[PathBuf], answers: &[Answer], json: bool) -> anyhow::
 }
 
 async fn predict_remote(args: &PredictArgs) -> anyhow::Result<Vec<Answer>> {
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(fovea_server::tls_client_config()?)
-        .build()?;
+    let client = crate::client::http_client()?.build()?;
     let mut form = reqwest::multipart::Form::new();
     for path in &args.images {
         let bytes = tokio::fs::read(path)
@@ -77,28 +74,15 @@ async fn predict_remote(args: &PredictArgs) -> anyhow::Result<Vec<Answer>> {
         query.push(("model", model.to_string_lossy().into_owned()));
     }
     let url = format!("{}/api/v1/predict", args.server.trim_end_matches('/'));
-    let response = client
-        .post(&url)
-        .query(&query)
-        .multipart(form)
+    let mut request = client.post(&url).query(&query).multipart(form);
+    if let Some(authorization) = args.key.authorization() {
+        request = request.header("authorization", authorization);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body = response.bytes().await?;
-    if !status.is_success() {
-        match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => bail!(
-                "server answered {status}: {} ({})",
-                e.error.message,
-                e.error.code
-            ),
-            Err(_) => bail!(
-                "server answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ),
-        }
-    }
+    let body = crate::client::success_body(response).await?;
     Ok(match serde_json::from_slice(&body)? {
         PredictAnswer::One(answer) => vec![answer],
         PredictAnswer::Batch(answers) => answers,

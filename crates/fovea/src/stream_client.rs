@@ -62,7 +62,8 @@ pub async fn run(args: &PredictArgs) -> anyhow::Result<()> {
         _ => bail!("give one of --video FILE or --frames DIR"),
     };
     let url = stream_url(args)?;
-    let (socket, _) = tokio_tungstenite::connect_async(url.as_str())
+    let request = crate::client::websocket_request(&url, &args.key)?;
+    let (socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .with_context(|| format!("cannot open the stream at {url}"))?;
     let (mut sink, mut answers) = socket.split();

@@ -1,6 +1,7 @@
 //! `fovea bench` as a user runs it: the real binary against an in-process
 //! server (the tiny model on tract), checking the request count, the status
-//! accounting and the latency summary of its JSON report.
+//! accounting and the latency summary of its JSON report; and every client
+//! command (`predict`, its streams, `bench`) against a server with keys on.
 
 mod common;
 
@@ -156,4 +157,129 @@ async fn tensor_protocols_reach_the_model_by_name() {
             assert_eq!(report["ok"], 3, "{protocol} tensor={tensor}: {report}");
         }
     }
+}
+
+/// Runs `fovea ARGS` with no key in the environment; the exit status is the caller's to check.
+async fn fovea(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fovea"))
+            .args(&args)
+            .env_remove("FOVEA_API_KEY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_command_sends_the_api_key_to_a_server_with_keys_on() {
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(keys.path(), "ops:ops-secret-1\n").unwrap();
+    let server = TestServer::start(|config| {
+        config.access.api_keys_file = Some(keys.path().to_path_buf());
+    })
+    .await;
+    let grpc = format!("http://{}", server.serve_grpc().await);
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_file(&dir);
+    let frames = tempfile::tempdir().unwrap();
+    for i in 0..3u32 {
+        std::fs::write(frames.path().join(format!("{i:03}.png")), png(i)).unwrap();
+    }
+    let frames = frames.path().to_string_lossy().into_owned();
+    let key = ["--api-key", "ops-secret-1"];
+
+    let predict = ["predict", "--server", &server.base, "--json", &image];
+    let refused = fovea(args(&predict)).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("401") && stderr.contains("unauthenticated"),
+        "{stderr}"
+    );
+    let answered = fovea(args(&[&predict[..], &key].concat())).await;
+    assert!(
+        answered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&answered.stdout).unwrap();
+    assert!(
+        answer["class"].as_str().is_some_and(|c| !c.is_empty()),
+        "{answer}"
+    );
+
+    let streamed = [
+        "predict",
+        "--server",
+        &server.base,
+        "--frames",
+        &frames,
+        "--policy",
+        "all",
+        "--json",
+    ];
+    let refused = fovea(args(&streamed)).await;
+    assert!(!refused.status.success());
+    let answered = fovea(args(&[&streamed[..], &key].concat())).await;
+    assert!(
+        answered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&answered.stdout).lines().count(), 3);
+
+    for (url, protocol) in [
+        (&server.base, "simple"),
+        (&server.base, "v2-rest"),
+        (&grpc, "v2-grpc"),
+        (&grpc, "tf-grpc"),
+    ] {
+        let run = [
+            "--url",
+            url,
+            "--protocol",
+            protocol,
+            "--model",
+            "tiny",
+            "--image",
+            &image,
+            "--requests",
+            "4",
+        ];
+        let report = bench(args(&[&run[..], &key].concat())).await;
+        assert_eq!(report["ok"], 4, "{protocol}: {report}");
+    }
+    let unkeyed = bench(args(&[
+        "--url",
+        &server.base,
+        "--model",
+        "tiny",
+        "--image",
+        &image,
+        "--requests",
+        "2",
+    ]))
+    .await;
+    assert_eq!(unkeyed["ok"], 0, "{unkeyed}");
+    assert_eq!(unkeyed["errors"]["401"], 2, "{unkeyed}");
+    let streams = bench(args(&[
+        "--url",
+        &server.base,
+        "--model",
+        "tiny",
+        "--image",
+        &image,
+        "--streams",
+        "2",
+        "--fps",
+        "20",
+        "--duration-secs",
+        "0.5",
+        "--api-key",
+        "ops-secret-1",
+    ]))
+    .await;
+    assert!(streams["answered"].as_u64().unwrap() > 0, "{streams}");
+    assert_eq!(streams["failed"], 0, "{streams}");
 }

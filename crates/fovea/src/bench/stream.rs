@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 
 use super::BenchArgs;
 use super::load::{Latency, latency};
@@ -109,8 +110,9 @@ pub async fn measure(args: &BenchArgs, streams: usize) -> anyhow::Result<StreamR
     let started = Instant::now();
     let tasks: Vec<_> = (0..streams)
         .map(|_| {
-            let (url, image) = (url.clone(), image.clone());
-            tokio::spawn(async move { one_stream(&url, image, fps, duration).await })
+            let image = image.clone();
+            let request = crate::client::websocket_request(&url, &args.key);
+            tokio::spawn(async move { one_stream(request?, image, fps, duration).await })
         })
         .collect();
     let mut total = StreamTally::new()?;
@@ -154,12 +156,13 @@ fn stream_url(args: &BenchArgs) -> anyhow::Result<String> {
 /// One camera: sends `image` every 1/fps seconds for `duration`, reads the
 /// answers concurrently, then waits (a little) for the last answers.
 async fn one_stream(
-    url: &str,
+    request: Request,
     image: Vec<u8>,
     fps: f64,
     duration: Duration,
 ) -> anyhow::Result<StreamTally> {
-    let (socket, _) = tokio_tungstenite::connect_async(url)
+    let url = request.uri().to_string();
+    let (socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .with_context(|| format!("cannot open {url}"))?;
     let (mut sink, mut answers) = socket.split();

@@ -15,6 +15,7 @@ use fovea_proto::tensorflow::serving::{ModelSpec, PredictRequest};
 use fovea_proto::{BytesTensor, TensorValue, binary, tf};
 use fovea_vision::ImageLimits;
 use serde_json::{Value, json};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
 use super::{BenchArgs, Protocol};
@@ -36,11 +37,13 @@ pub enum Target {
     V2Grpc {
         client: GrpcInferenceServiceClient<Channel>,
         request: ModelInferRequest,
+        authorization: Option<AsciiMetadataValue>,
     },
     /// TF Serving Predict.
     TfGrpc {
         client: PredictionServiceClient<Channel>,
         request: PredictRequest,
+        authorization: Option<AsciiMetadataValue>,
     },
 }
 
@@ -80,12 +83,11 @@ impl Target {
         };
         match args.protocol {
             Protocol::Simple | Protocol::TfRest | Protocol::V2Rest => {
-                let client = reqwest::Client::builder()
-                    .tls_backend_preconfigured(fovea_server::tls_client_config()?)
+                let client = crate::client::http_client()?
                     .pool_max_idle_per_host(concurrency)
                     .timeout(timeout)
                     .build()?;
-                let (url, body, headers) = match args.protocol {
+                let (url, body, mut headers) = match args.protocol {
                     Protocol::Simple => simple_request(base, args, &image, path),
                     Protocol::TfRest => {
                         let instance = match &tensor {
@@ -101,7 +103,7 @@ impl Target {
                     }
                     _ => {
                         let model = model()?;
-                        let input = rest_input_name(&client, base, &model).await?;
+                        let input = rest_input_name(&client, base, &model, args).await?;
                         let value = input_value(tensor, image);
                         let encoded = binary::encode_infer_request(&[(input, value)], &[], true);
                         let mut headers =
@@ -116,6 +118,9 @@ impl Target {
                         )
                     }
                 };
+                if let Some(authorization) = args.key.authorization() {
+                    headers.push(("authorization", authorization));
+                }
                 Ok(Target::Http {
                     client,
                     url,
@@ -130,16 +135,20 @@ impl Target {
                     .await
                     .with_context(|| format!("connecting to the gRPC server at {base}"))?;
                 let model = model()?;
+                let authorization = args.key.grpc_authorization()?;
                 let mut kserve = GrpcInferenceServiceClient::new(channel.clone())
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20);
                 let input = match &args.input_name {
                     Some(name) => name.clone(),
                     None => kserve
-                        .model_metadata(ModelMetadataRequest {
-                            name: model.clone(),
-                            version: String::new(),
-                        })
+                        .model_metadata(crate::client::grpc_request(
+                            ModelMetadataRequest {
+                                name: model.clone(),
+                                version: String::new(),
+                            },
+                            &authorization,
+                        ))
                         .await
                         .context(
                             "asking the server for the model's input name (or pass --input-name)",
@@ -182,6 +191,7 @@ impl Target {
                     Ok(Target::V2Grpc {
                         client: kserve,
                         request,
+                        authorization,
                     })
                 } else {
                     let proto = match &value {
@@ -199,7 +209,11 @@ impl Target {
                     let client = PredictionServiceClient::new(channel)
                         .max_decoding_message_size(64 << 20)
                         .max_encoding_message_size(64 << 20);
-                    Ok(Target::TfGrpc { client, request })
+                    Ok(Target::TfGrpc {
+                        client,
+                        request,
+                        authorization,
+                    })
                 }
             }
         }
@@ -228,13 +242,21 @@ impl Target {
                     Err(status.as_u16().to_string())
                 }
             }
-            Target::V2Grpc { client, request } => client
-                .model_infer(request.clone())
+            Target::V2Grpc {
+                client,
+                request,
+                authorization,
+            } => client
+                .model_infer(crate::client::grpc_request(request.clone(), authorization))
                 .await
                 .map(drop)
                 .map_err(|s| format!("grpc {:?}", s.code())),
-            Target::TfGrpc { client, request } => client
-                .predict(request.clone())
+            Target::TfGrpc {
+                client,
+                request,
+                authorization,
+            } => client
+                .predict(crate::client::grpc_request(request.clone(), authorization))
                 .await
                 .map(drop)
                 .map_err(|s| format!("grpc {:?}", s.code())),
@@ -329,9 +351,14 @@ async fn rest_input_name(
     client: &reqwest::Client,
     base: &str,
     model: &str,
+    args: &BenchArgs,
 ) -> anyhow::Result<String> {
     let url = format!("{base}/v2/models/{model}");
-    let response = client.get(&url).send().await?;
+    let mut request = client.get(&url);
+    if let Some(authorization) = args.key.authorization() {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await?;
     if !response.status().is_success() {
         bail!("GET {url} answered {}", response.status());
     }
