@@ -3,7 +3,7 @@
 //! a running server's rescan, through its `POST /api/v1/models/reload`.
 
 use anyhow::{Context, bail};
-use fovea_core::{PreprocessConfig, Resize};
+use fovea_core::{PreprocessConfig, Resize, TestTimeAugmentation};
 use fovea_engine::ScannedModel;
 use serde_json::Value;
 
@@ -58,8 +58,14 @@ fn describe(model: &ScannedModel) -> anyhow::Result<String> {
         Some(file) => format!("{} ({})", entry.labels.len(), file.display()),
         None => "none (indices)".to_string(),
     };
+    let tta = match config.runtime.tta {
+        TestTimeAugmentation::None => "",
+        TestTimeAugmentation::Flip => {
+            "\n  test-time augmentation: flip (each image and its mirror: twice the inference)"
+        }
+    };
     Ok(format!(
-        "{}\n  versions: {versions:?}, serving {served:?}\n  input: {} {:?} {}\n  preprocess: {}\n  labels: {labels}\n  batching: max {} per batch, {} µs delay, queue {}\n  config: valid",
+        "{}\n  versions: {versions:?}, serving {served:?}\n  input: {} {:?} {}\n  preprocess: {}\n  labels: {labels}\n  batching: max {} per batch, {} µs delay, queue {}{tta}\n  config: valid",
         model.name,
         config.input.name,
         config.input.shape,
